@@ -1,0 +1,121 @@
+"""Restore an image of any size with overlapping tiles and linear feathered blending.
+
+The layout is fitted to the image: along each axis the fewest tiles that keep at least the
+requested overlap, spread evenly so the first starts at 0 and the last ends at the image edge
+(never padded beyond the image). Blend weights are separable linear ramps normalised per axis,
+so the weights of all tiles covering a pixel sum to one and the output needs no weight buffer:
+memory is the output image plus one batch of tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AxisLayout:
+    """Tile placement along one axis: start offsets, the tile length, and per-tile weights."""
+
+    starts: tuple[int, ...]
+    tile: int
+    weights: torch.Tensor  # (n_tiles, tile) float32; columns sum to one where tiles overlap
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
+    """Evenly spaced starts covering ``length`` with tiles of ``tile`` px overlapping ≥ ``overlap``."""
+    if length < 1:
+        raise ValueError(f"length must be positive, got {length}")
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile ≥ 1 and 0 ≤ overlap < tile, got tile={tile} overlap={overlap}")
+    if length <= tile:
+        return (0,)
+    count = math.ceil((length - overlap) / (tile - overlap))
+    span = length - tile
+    return tuple(round(i * span / (count - 1)) for i in range(count))
+
+
+def feather_weights(length: int, starts: tuple[int, ...], tile: int) -> torch.Tensor:
+    """Per-tile 1-D weights: linear ramps across each overlap, flat elsewhere, normalised to sum 1."""
+    n = len(starts)
+    position = torch.arange(tile, dtype=torch.float64) + 0.5
+    raw = torch.ones(n, tile, dtype=torch.float64)
+    for i in range(n):
+        left = starts[i - 1] + tile - starts[i] if i > 0 else 0
+        right = starts[i] + tile - starts[i + 1] if i < n - 1 else 0
+        if left > 0:  # ramp up across the overlap with the previous tile
+            raw[i] = torch.minimum(raw[i], position / left)
+        if right > 0:  # ramp down across the overlap with the next tile
+            raw[i] = torch.minimum(raw[i], (tile - position) / right)
+    total = torch.zeros(length, dtype=torch.float64)
+    for i, start in enumerate(starts):
+        total[start : start + tile] += raw[i]
+    normalised = torch.stack([raw[i] / total[s : s + tile] for i, s in enumerate(starts)])
+    return normalised.float()
+
+
+def axis_layout(length: int, tile: int, overlap: int) -> AxisLayout:
+    tile = min(tile, length)
+    overlap = min(overlap, tile - 1)
+    starts = tile_starts(length, tile, overlap)
+    return AxisLayout(starts, tile, feather_weights(length, starts, tile))
+
+
+def count_tiles(height: int, width: int, tile: int = 512, overlap: int = 64) -> int:
+    rows = axis_layout(height, tile, overlap)
+    cols = axis_layout(width, tile, overlap)
+    return len(rows.starts) * len(cols.starts)
+
+
+def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.inference_mode()
+def restore_tiled(
+    predict: Predictor,
+    image: torch.Tensor,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Run ``predict`` over overlapping tiles of ``image`` (C, H, W) and blend the results.
+
+    ``predict`` maps (B, C, th, tw) → (B, C_out, th, tw) on ``device`` (default: the image's).
+    Returns a float32 (C_out, H, W) tensor on the image's device, not clamped.
+    """
+    if image.dim() != 3:
+        raise ValueError(f"expected a (C, H, W) tensor, got shape {tuple(image.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    _, height, width = image.shape
+    rows = axis_layout(height, tile, overlap)
+    cols = axis_layout(width, tile, overlap)
+    run_device = torch.device(device) if device is not None else image.device
+    row_w = rows.weights.to(image.device)
+    col_w = cols.weights.to(image.device)
+    grid = [(r, c) for r in range(len(rows.starts)) for c in range(len(cols.starts))]
+    output: torch.Tensor | None = None
+    for chunk in _batches(grid, batch_size):
+        tiles = torch.stack(
+            [
+                image[:, rows.starts[r] : rows.starts[r] + rows.tile, cols.starts[c] : cols.starts[c] + cols.tile]
+                for r, c in chunk
+            ]
+        )
+        restored = predict(tiles.to(run_device)).to(image.device, torch.float32)  # (B, C_out, th, tw)
+        if output is None:
+            output = torch.zeros(restored.shape[1], height, width, dtype=torch.float32, device=image.device)
+        for (r, c), result in zip(chunk, restored, strict=True):
+            weight = row_w[r][:, None] * col_w[c][None, :]  # (th, tw), separable feathering
+            y, x = rows.starts[r], cols.starts[c]
+            output[:, y : y + rows.tile, x : x + cols.tile] += result * weight
+    assert output is not None  # the grid always has at least one tile
+    return output

@@ -1,0 +1,1 @@
+"""TorchServe adapter for the deblur inference core."""

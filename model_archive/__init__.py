@@ -1,0 +1,1 @@
+"""Build the TorchServe model archive (.mar) from a checkpoint; imports no model code."""

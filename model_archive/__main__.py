@@ -1,0 +1,51 @@
+"""``python -m model_archive --checkpoint PATH --version V``: write model_store/<name>.mar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model_archive.build import ArchiveError, ArchiveSpec, HandlerSettings, build_archive
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = HandlerSettings()
+    parser = argparse.ArgumentParser(prog="python -m model_archive", description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint written by training")
+    parser.add_argument("--version", required=True, help="model version, e.g. 1.0")
+    parser.add_argument("--model-name", default="deblur")
+    parser.add_argument("--export-path", type=Path, default=ArchiveSpec.export_path, help="the model store")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
+    parser.add_argument("--response-timeout", type=int, default=ArchiveSpec.response_timeout, help="seconds")
+    parser.add_argument("--tile-size", type=int, default=defaults.tile_size)
+    parser.add_argument("--overlap", type=int, default=defaults.overlap)
+    parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per forward pass")
+    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest accepted width*height")
+    return parser.parse_args(argv)
+
+
+def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
+    return ArchiveSpec(
+        checkpoint=args.checkpoint,
+        version=args.version,
+        model_name=args.model_name,
+        export_path=args.export_path,
+        force=args.force,
+        response_timeout=args.response_timeout,
+        handler=HandlerSettings(args.tile_size, args.overlap, args.tile_batch, args.max_pixels),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        path = build_archive(spec_from_args(parse_args(argv)))
+    except ArchiveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Start, stop and talk to TorchServe (requests only; never imports torch)."""

@@ -1,0 +1,108 @@
+"""A small REST client for TorchServe's inference and management APIs, with token auth.
+
+TorchServe (≥ 0.11) writes its keys to ``key_file.json`` in the directory it was started from;
+``make serve`` starts it in ``run/``. Every call reads the file afresh, so a restarted server
+(new keys) needs no client restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_KEY_FILE = REPO_ROOT / "run" / "key_file.json"
+MODEL_NAME = "deblur"
+
+
+class BackendError(RuntimeError):
+    """TorchServe is unreachable or refused a request; ``status`` is its HTTP code (None if down)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def read_keys(key_file: str | Path) -> dict[str, str]:
+    """{"inference": ..., "management": ...} from TorchServe's key file; {} if there is none."""
+    path = Path(key_file)
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        # TorchServe creates the file empty and fills it a moment later: treat both as "no keys yet".
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {name: entry["key"] for name, entry in data.items() if isinstance(entry, dict) and "key" in entry}
+
+
+@dataclass
+class TorchServeClient:
+    inference_url: str = "http://127.0.0.1:8080"
+    management_url: str = "http://127.0.0.1:8081"
+    key_file: Path = DEFAULT_KEY_FILE
+    timeout: float = 120.0
+    session: requests.Session = field(default_factory=requests.Session, repr=False)
+
+    @classmethod
+    def from_env(cls) -> TorchServeClient:
+        """Addresses and key file from DEBLUR_INFERENCE_URL / DEBLUR_MANAGEMENT_URL / DEBLUR_KEY_FILE."""
+        return cls(
+            inference_url=os.environ.get("DEBLUR_INFERENCE_URL", cls.inference_url).rstrip("/"),
+            management_url=os.environ.get("DEBLUR_MANAGEMENT_URL", cls.management_url).rstrip("/"),
+            key_file=Path(os.environ.get("DEBLUR_KEY_FILE", str(DEFAULT_KEY_FILE))),
+        )
+
+    def _headers(self, api: str) -> dict[str, str]:
+        key = read_keys(self.key_file).get(api)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _request(self, method: str, url: str, api: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(
+                method, url, headers=self._headers(api) | kwargs.pop("headers", {}), timeout=self.timeout, **kwargs
+            )
+        except requests.Timeout as exc:
+            raise BackendError(f"TorchServe did not answer within {self.timeout:.0f} s ({url})") from exc
+        except requests.ConnectionError as exc:
+            raise BackendError(f"TorchServe is not reachable at {url}: is it running (make serve)?") from exc
+        if response.status_code >= 400:
+            raise BackendError(error_message(response), response.status_code)
+        return response
+
+    def ping(self) -> str:
+        """TorchServe's health status ("Healthy" / "Unhealthy")."""
+        return self._request("GET", f"{self.inference_url}/ping", "inference").json().get("status", "unknown")
+
+    def predict(
+        self, image: bytes, model: str = MODEL_NAME, version: str | None = None, accept: str | None = None
+    ) -> requests.Response:
+        """POST raw image bytes to /predictions/<model>[/<version>]; returns the response."""
+        url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
+        headers = {"Content-Type": "application/octet-stream"} | ({"Accept": accept} if accept else {})
+        return self._request("POST", url, "inference", data=image, headers=headers)
+
+    def predict_json(self, payload: dict[str, Any], model: str = MODEL_NAME, version: str | None = None) -> Any:
+        url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
+        return self._request("POST", url, "inference", json=payload).json()
+
+    def management(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the management API (``path`` like "/models/deblur") and decode its JSON answer."""
+        response = self._request(method, f"{self.management_url}{path}", "management", **kwargs)
+        return response.json() if response.content else {}
+
+
+def error_message(response: requests.Response) -> str:
+    """TorchServe's error JSON ({"code", "type", "message"}) as one readable sentence."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    if isinstance(body, dict) and "message" in body:
+        return f"HTTP {response.status_code}: {body['message']}"
+    return f"HTTP {response.status_code}: {json.dumps(body)[:300]}"

@@ -1,0 +1,56 @@
+"""Synthetic camera-shake blur: kernels, determinism, dataset layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from conftest import textured_image
+from PIL import Image
+
+from train.data import find_pairs
+from train.synth import BlurSettings, blur_image, convolve, random_kernel, synthesize
+
+
+def test_kernels_are_normalised_within_extent_and_not_all_straight() -> None:
+    settings = BlurSettings(min_extent=9, max_extent=35)
+    kernels = [random_kernel(np.random.default_rng(seed), settings) for seed in range(20)]
+    for kernel in kernels:
+        assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1
+        assert abs(kernel.sum() - 1) < 1e-5 and kernel.min() >= 0
+        assert kernel.shape[0] <= 35 + 3
+    # A straight-line kernel has rank ~1 support along one direction; curved paths fill more rows and columns.
+    spreads = [min((k > 0).any(axis=0).sum(), (k > 0).any(axis=1).sum()) for k in kernels]
+    assert max(spreads) > 5
+
+
+def test_convolution_with_delta_is_identity() -> None:
+    image = np.random.default_rng(0).random((20, 30, 3))
+    delta = np.zeros((5, 5), np.float32)
+    delta[2, 2] = 1
+    np.testing.assert_allclose(convolve(image, delta), image, atol=1e-6)
+
+
+def test_blur_lowers_sharpness_and_is_deterministic() -> None:
+    sharp = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # all high frequencies
+    settings = BlurSettings(min_extent=15, max_extent=15, noise_sigma=0)
+    first = blur_image(sharp, random_kernel(np.random.default_rng(1), settings), np.random.default_rng(2), settings)
+    again = blur_image(sharp, random_kernel(np.random.default_rng(1), settings), np.random.default_rng(2), settings)
+    assert np.array_equal(first, again)
+    gradient = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert gradient(first) < 0.5 * gradient(sharp)
+
+
+def test_synthesize_writes_paired_layout(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(5):
+        Image.fromarray(textured_image(80, 60, seed=i)).save(src / f"p{i}.jpg")
+    assert synthesize(src, tmp_path / "out", seed=3, val_fraction=0.2, variants=2) == 10
+    train, val = find_pairs(tmp_path / "out" / "train"), find_pairs(tmp_path / "out" / "val")
+    assert (len(train), len(val)) == (8, 2)
+    assert len(list((tmp_path / "out" / "train" / "kernels").glob("*.png"))) == 8
+    synthesize(src, tmp_path / "again", seed=3, val_fraction=0.2, variants=2)
+    for pair in train:
+        twin = tmp_path / "again" / "train" / "blur" / pair.blur.name
+        assert np.array_equal(np.asarray(Image.open(pair.blur)), np.asarray(Image.open(twin)))

@@ -1,0 +1,1 @@
+"""Training: paired data, synthetic blur, losses, the loop, checkpoints and MLflow logging."""

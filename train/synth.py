@@ -1,0 +1,195 @@
+"""Synthetic camera-shake blur: turn a folder of sharp photos into a paired blur/sharp dataset.
+
+Kernels come from random camera trajectories (a damped random walk with inertia, sometimes a
+sudden jerk), rasterised with sub-pixel splatting, so they are curved like real hand shake and
+not only straight lines. Blur is applied in linear light-ish space (gamma 2.2) as a camera
+integrates photons, then mild Gaussian noise and optional JPEG. Deterministic per seed.
+
+    python -m train.synth SRC_DIR OUT_DIR [--val-fraction 0.1] [--seed 0] [--crop 720]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class BlurSettings:
+    min_extent: int = 7  # kernel extent in px (longest side of the trajectory's bounding box)
+    max_extent: int = 35
+    noise_sigma: float = 1.0 / 255  # on [0, 1] values
+    jpeg_probability: float = 0.0
+    jpeg_quality: tuple[int, int] = (70, 95)
+
+
+def shake_trajectory(rng: np.random.Generator, steps: int = 64) -> np.ndarray:
+    """(steps, 2) points of a hand-shake path: velocity with inertia plus random kicks."""
+    velocity = rng.normal(size=2)
+    points = np.zeros((steps, 2))
+    momentum = rng.uniform(0.6, 0.95)  # high momentum → near-linear motion, low → wiggly
+    jerk_at = rng.integers(steps) if rng.random() < 0.3 else -1
+    for i in range(1, steps):
+        kick = rng.normal(size=2) * (4.0 if i == jerk_at else 1.0)
+        velocity = momentum * velocity + (1 - momentum) * kick
+        points[i] = points[i - 1] + velocity
+    return points
+
+
+def rasterise_kernel(points: np.ndarray, extent: int) -> np.ndarray:
+    """Scale the path to ``extent`` px and splat it bilinearly into a normalised odd-sized kernel."""
+    points = points - (points.min(axis=0) + points.max(axis=0)) / 2  # centre the bounding box
+    span = np.ptp(points, axis=0).max()
+    points = points * ((extent - 1) / span if span > 0 else 0.0)
+    size = extent + 2 + (extent % 2 == 0)  # odd, with a pixel of margin for splatting
+    kernel = np.zeros((size, size), np.float64)
+    centre = (size - 1) / 2
+    # Oversample the path so fast segments still draw continuous strokes.
+    dense = np.concatenate([np.linspace(a, b, 8, endpoint=False) for a, b in itertools.pairwise(points)])
+    for x, y in dense + centre:
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        kernel[y0, x0] += (1 - fx) * (1 - fy)
+        kernel[y0, x0 + 1] += fx * (1 - fy)
+        kernel[y0 + 1, x0] += (1 - fx) * fy
+        kernel[y0 + 1, x0 + 1] += fx * fy
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def random_kernel(rng: np.random.Generator, settings: BlurSettings) -> np.ndarray:
+    extent = int(rng.integers(settings.min_extent, settings.max_extent + 1))
+    return rasterise_kernel(shake_trajectory(rng), extent)
+
+
+def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """2-D convolution of an (H, W, C) float image via FFT, with reflected borders (same size)."""
+    pad = kernel.shape[0] // 2
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    height, width = padded.shape[:2]
+    kernel_fft = np.fft.rfft2(kernel, s=(height, width))
+    out = np.fft.irfft2(np.fft.rfft2(padded, axes=(0, 1)) * kernel_fft[..., None], s=(height, width), axes=(0, 1))
+    # The kernel's centre sits at (pad, pad), so the valid region starts at 2·pad.
+    return out[2 * pad : 2 * pad + image.shape[0], 2 * pad : 2 * pad + image.shape[1]]
+
+
+def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, settings: BlurSettings) -> np.ndarray:
+    """(H, W, 3) uint8 sharp → uint8 blurred with ``kernel``, noise and optional JPEG."""
+    linear = (sharp.astype(np.float64) / 255.0) ** 2.2
+    blurred = np.clip(convolve(linear, kernel), 0, 1) ** (1 / 2.2)
+    blurred = blurred + rng.normal(0, settings.noise_sigma, blurred.shape)
+    result = (np.clip(blurred, 0, 1) * 255).round().astype(np.uint8)
+    if rng.random() < settings.jpeg_probability:
+        buffer = io.BytesIO()
+        Image.fromarray(result).save(buffer, format="JPEG", quality=int(rng.integers(*settings.jpeg_quality)))
+        result = np.asarray(Image.open(buffer).convert("RGB"))
+    return result
+
+
+def kernel_preview(kernel: np.ndarray, size: int = 64) -> Image.Image:
+    scaled = (kernel / kernel.max() * 255).astype(np.uint8)
+    return Image.fromarray(scaled).resize((size, size), Image.Resampling.NEAREST)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def fit_image(image: Image.Image, max_side: int | None) -> Image.Image:
+    """RGB, downscaled so the longer side is at most ``max_side`` (photos' own blur shrinks too)."""
+    image = image.convert("RGB")
+    if max_side and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    return image
+
+
+def write_pair(out_dir: Path, split: str, name: str, sharp: np.ndarray, blurred: np.ndarray) -> None:
+    for kind, array in (("sharp", sharp), ("blur", blurred)):
+        target = out_dir / split / kind / f"{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(target)
+
+
+def synthesize(
+    src_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    max_side: int | None = 1280,
+    variants: int = 1,
+    settings: BlurSettings = BlurSettings(),
+    previews: bool = True,
+) -> int:
+    """Write ``out_dir/{train,val}/{blur,sharp}/*.png`` from the photos in ``src_dir``; returns pairs written."""
+    sources = list_images(src_dir)
+    if not sources:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src_dir}")
+    order = list(range(len(sources)))
+    random.Random(seed).shuffle(order)
+    n_val = round(len(sources) * val_fraction) if len(sources) > 1 else 0
+    val_indices = set(order[:n_val])
+    written = 0
+    for index, path in enumerate(sources):
+        split = "val" if index in val_indices else "train"
+        sharp = np.asarray(fit_image(Image.open(path), max_side))
+        for variant in range(variants):
+            # One generator per (photo, variant): output does not depend on processing order.
+            rng = np.random.default_rng([seed, index, variant])
+            kernel = random_kernel(rng, settings)
+            name = f"{path.stem}_{index:04d}_{variant}"
+            write_pair(out_dir, split, name, sharp, blur_image(sharp, kernel, rng, settings))
+            if previews:
+                target = out_dir / split / "kernels" / f"{name}.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                kernel_preview(kernel).save(target)
+            written += 1
+    log.info("wrote %d pairs from %d photos to %s", written, len(sources), out_dir)
+    return written
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src_dir", type=Path, help="folder of sharp photos (searched recursively)")
+    parser.add_argument("out_dir", type=Path, help="where {train,val}/{blur,sharp}/ are written")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--max-side", type=int, default=1280, help="downscale photos to this longer side (0: keep)")
+    parser.add_argument("--variants", type=int, default=1, help="blurred versions per photo")
+    parser.add_argument("--min-extent", type=int, default=BlurSettings.min_extent)
+    parser.add_argument("--max-extent", type=int, default=BlurSettings.max_extent)
+    parser.add_argument("--noise-sigma", type=float, default=BlurSettings.noise_sigma)
+    parser.add_argument("--jpeg-probability", type=float, default=BlurSettings.jpeg_probability)
+    parser.add_argument("--no-previews", action="store_true", help="skip the kernel preview images")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    settings = BlurSettings(args.min_extent, args.max_extent, args.noise_sigma, args.jpeg_probability)
+    synthesize(
+        args.src_dir,
+        args.out_dir,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        max_side=args.max_side or None,
+        variants=args.variants,
+        settings=settings,
+        previews=not args.no_previews,
+    )
+
+
+if __name__ == "__main__":
+    main()
