@@ -5,10 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKPOINT ?= checkpoints/default.pt
 VERSION ?= 1.0
-MAR := model_store/deblur.mar
+MAR := model_store/deblur_v$(VERSION).mar
 ARCHIVE_SOURCES := $(wildcard deblur/*.py handler/*.py model_archive/*.py)
 
-.PHONY: demo test serve stop status lint setup setup-dev clean
+.PHONY: demo test serve stop status lint setup setup-dev clean chromium
 
 ## Runtime environment: created once, reinstalled only when the requirements change.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -46,8 +46,20 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(VENV)/.installed-dev $(MAR) lint
-	$(PY) -m pytest
+## Debian's chromium for the real-browser demo test (Playwright never downloads a browser). Installed
+## only when missing and we are root; if it cannot be installed the browser test skips and says why.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+		|| echo "chromium could not be installed: the browser test will be skipped"; fi
+
+test: $(VENV)/.installed-dev $(MAR) lint chromium
+	$(PY) -m pytest -m "not slow"
+
+## Load, worker-fault and versions-under-load tests against a real TorchServe (a few minutes; CI runs them).
+.PHONY: test-slow
+test-slow: $(VENV)/.installed-dev
+	$(PY) -m pytest -m slow
 
 clean:
 	rm -rf model_store run .pytest_cache

@@ -3,6 +3,13 @@
 Every failure raises an ``ImageError`` subclass carrying an HTTP status and a message meant for
 the person who sent the image. Decoders are allow-listed (never EPS/PDF) and the pixel cap is
 checked from the header before any pixel is decoded; Pillow's own bomb guard stays on.
+
+What is set aside and put back around the model (which always sees upright RGB in [-1, 1]):
+EXIF orientation is applied and dropped; an alpha channel is returned unchanged; grayscale comes
+back grayscale; 16-bit PNGs come back as 16-bit PNGs; palette, CMYK and YCbCr become RGB; EXIF and
+ICC metadata are never echoed. Pillow reads 16-bit *colour* PNGs at 8-bit precision (it has no
+48/64-bit mode), so their input precision is 8 bits while the output keeps the model's 16-bit
+precision; 16-bit grayscale is read at full precision.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +28,9 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DEFAULT_MAX_PIXELS = 4096 * 4096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
+PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels → PNG colour type (gray, gray+alpha, RGB, RGBA)
 
 
 class ImageError(ValueError):
@@ -41,7 +52,7 @@ class DecodedImage:
     """An upright image split into what the model sees and what is put back afterwards."""
 
     pixels: torch.Tensor  # (3, H, W) float32 in [-1, 1]
-    alpha: np.ndarray | None  # (H, W) alpha channel, returned unchanged
+    alpha: np.ndarray | None  # (H, W) uint8 alpha channel, returned unchanged
     grayscale: bool
     bit_depth: int  # 8 or 16
     source_format: str
@@ -74,30 +85,43 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise UnsupportedImageError("not a supported image: send PNG, JPEG, WebP, BMP or TIFF bytes") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image exceeds the pixel limit: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
     return image
+
+
+def png_bit_depth(data: bytes) -> int | None:
+    """The bit depth in a PNG's IHDR header, None for other formats."""
+    if data[:8] != PNG_SIGNATURE or len(data) < 25 or data[12:16] != b"IHDR":
+        return None
+    return data[24]
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (the result carries no orientation tag)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, struct.error) as exc:  # malformed EXIF must not crash the request
+        raise ImageError(f"corrupt EXIF data: {exc}") from exc
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Bytes → upright image as a (3, H, W) tensor in [-1, 1], with alpha/gray/depth set aside."""
     image = open_image(data, max_pixels)
     source_format = image.format or "PNG"
-    try:
-        image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError) as exc:  # malformed EXIF must not crash the request
-        raise ImageError(f"corrupt EXIF data: {exc}") from exc
-    alpha = None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    image = upright(image)
+    if image.mode in SIXTEEN_BIT_GRAY_MODES:
         array = np.asarray(image).astype(np.float32)
         pixels = torch.from_numpy(np.clip(array, 0, 65535) / 32767.5 - 1.0).expand(3, -1, -1)
         return DecodedImage(pixels.contiguous(), None, True, 16, source_format)
-    grayscale = image.mode in ("1", "L", "LA")
+    bit_depth = 16 if png_bit_depth(data) == 16 else 8
+    grayscale = image.mode in ("1", "L", "LA", "La")
+    alpha = None
     if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         alpha = np.asarray(image)[:, :, 3].copy()
     rgb = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8; CMYK/YCbCr/palette converted here
-    return DecodedImage(to_model_range(rgb), alpha, grayscale, 8, source_format)
+    return DecodedImage(to_model_range(rgb), alpha, grayscale, bit_depth, source_format)
 
 
 def to_model_range(rgb: np.ndarray) -> torch.Tensor:
@@ -112,24 +136,94 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     return scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def to_image(pixels: torch.Tensor, decoded: DecodedImage) -> Image.Image:
-    """Model output → PIL image with the input's alpha, gray mode and bit depth put back."""
+def to_uint16(pixels: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [-1, 1] → (H, W, 3) uint16, clamped and rounded."""
+    scaled = pixels.detach().float().clamp(-1, 1).add(1).mul_(32767.5).round_()
+    return scaled.to(torch.int32).permute(1, 2, 0).cpu().numpy().astype(np.uint16)
+
+
+def to_array(pixels: torch.Tensor, decoded: DecodedImage) -> np.ndarray:
+    """Model output → (H, W, C) uint8/uint16 array with the input's gray mode, alpha and bit depth back.
+
+    C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+    """
     if decoded.bit_depth == 16:
-        gray = pixels.detach().float().clamp(-1, 1).mean(dim=0).add(1).mul(32767.5).round()
-        return Image.fromarray(gray.to(torch.int32).cpu().numpy().astype(np.uint16))  # mode I;16
-    image = Image.fromarray(to_uint8(pixels))
+        channels = to_uint16(pixels)
+        alpha = None if decoded.alpha is None else decoded.alpha.astype(np.uint16) * 257
+    else:
+        channels = to_uint8(pixels)
+        alpha = decoded.alpha
     if decoded.grayscale:
-        image = image.convert("L")
-    if decoded.alpha is not None:
-        image.putalpha(Image.fromarray(decoded.alpha))
-    return image
+        channels = luma(channels)
+    if alpha is not None:
+        channels = np.concatenate([channels, alpha[:, :, None]], axis=2)
+    return channels
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) → (H, W, 1) ITU-R 601 luma, the weights Pillow's convert("L") uses."""
+    gray = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.clip(np.round(gray), 0, np.iinfo(rgb.dtype).max).astype(rgb.dtype)[:, :, None]
+
+
+def to_image(pixels: torch.Tensor, decoded: DecodedImage) -> Image.Image:
+    """Model output → PIL image (16-bit gray as mode I;16; 16-bit colour at 8 bits, Pillow's limit)."""
+    array = to_array(pixels, decoded)
+    if array.dtype == np.uint16 and array.shape[2] == 1:
+        return Image.fromarray(array[:, :, 0])  # mode I;16
+    array = to_8bit(array)
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # L, LA, RGB or RGBA
+
+
+def to_8bit(array: np.ndarray) -> np.ndarray:
+    """uint16 → uint8 by rounding v / 257 (65535 → 255); uint8 unchanged."""
+    if array.dtype == np.uint8:
+        return array
+    return np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def encode_png16(array: np.ndarray) -> bytes:
+    """(H, W, C) uint16 → 16-bit PNG (Pillow writes 16 bits for gray only): no filter, fast zlib."""
+    height, width, channels = array.shape
+    rows = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
+    scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter byte 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 16, PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(scanlines, 1))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def encode_array(array: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
+    """Encode a ``to_array`` result; 16 bits are kept in PNG and rounded to 8 for JPEG/WebP."""
+    pil_format = output_format(fmt)
+    if pil_format == "PNG" and array.dtype == np.uint16:
+        return encode_png16(array)
+    array = to_8bit(array)
+    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # L, LA, RGB or RGBA
+    return encode_image(image, fmt, quality)
+
+
+def output_format(fmt: str) -> str:
+    """ "png" / "jpeg" / "jpg" / "webp" (any case) → Pillow's format name."""
+    pil_format = OUTPUT_FORMATS.get(fmt.lower())
+    if pil_format is None:
+        raise ImageError(f"unsupported output format {fmt!r}: use one of png, jpeg, webp")
+    return pil_format
 
 
 def encode_image(image: Image.Image, fmt: str = "png", quality: int = 95) -> bytes:
     """Encode without echoing metadata (no EXIF/ICC); fast PNG settings."""
-    pil_format = OUTPUT_FORMATS.get(fmt.lower())
-    if pil_format is None:
-        raise ImageError(f"unsupported output format {fmt!r}: use one of png, jpeg, webp")
+    pil_format = output_format(fmt)
+    if image.mode in SIXTEEN_BIT_GRAY_MODES and pil_format != "PNG":
+        # Pillow's I;16 → L/RGB conversion clips at 255 instead of scaling: scale explicitly.
+        image = Image.fromarray(to_8bit(np.asarray(image).astype(np.uint16)))
     if pil_format == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")  # JPEG has no alpha and no 16-bit
     if pil_format == "WEBP" and image.mode not in ("RGB", "RGBA"):

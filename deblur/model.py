@@ -1,4 +1,4 @@
-"""DeblurUNet (seed 001) with a dataclass config and self-describing checkpoints.
+"""DeblurUNet (seed 001), NAFNet (seed 002) behind one dataclass config, self-describing checkpoints.
 
 Imports torch only. Training, the TorchServe handler and export scripts all build models here.
 """
@@ -13,20 +13,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deblur.nafnet import NAFNet, NAFNetLocal
+
 CHECKPOINT_FORMAT = 1
+ARCHITECTURES = ("deblur_unet", "nafnet")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a DeblurUNet; stored in every checkpoint as plain types."""
+    """Architecture of a model; stored in every checkpoint as plain types.
 
-    arch: str = "deblur_unet"
+    Fields added after the first checkpoints have defaults, so older checkpoints (which store only
+    arch, in_ch, out_ch, base_ch, groups, residual) load unchanged.
+    """
+
+    arch: str = "deblur_unet"  # one of ARCHITECTURES
     in_ch: int = 3
     out_ch: int = 3
+    # Channels of the first level: DeblurUNet's base, NAFNet's width.
     base_ch: int = 32
+    # DeblurUNet only: GroupNorm groups, and the global residual (predict the correction and add
+    # it to the input; off in the seed's spec). NAFNet is always residual, as published.
     groups: int = 8
-    # Global residual: predict the correction and add it to the input. Off in the seed's spec.
     residual: bool = False
+    # NAFNet only: blocks per encoder level, in the middle, per decoder level (NAFNet-GoPro's defaults).
+    enc_blocks: tuple[int, ...] = (1, 1, 1, 28)
+    middle_blocks: int = 1
+    dec_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    # NAFNet only, inference: 0 = global channel attention as trained; N > 0 = TLC, local averages
+    # over N×N input pixels (typically 1.5 × the training patch size). Same weights either way.
+    tlc_window: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -34,7 +50,8 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**data)
+        # Lists (YAML, JSON) become tuples so the config stays hashable and compares equal.
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 class ConvBlock(nn.Sequential):
@@ -118,11 +135,30 @@ class DeblurUNet(nn.Module):
         return out[..., :height, :width]
 
 
+def build_nafnet(config: ModelConfig) -> NAFNet:
+    if config.in_ch != config.out_ch:
+        raise ValueError(f"NAFNet adds its input to its output: in_ch must equal out_ch, got {config}")
+    sizes = dict(
+        in_ch=config.in_ch,
+        width=config.base_ch,
+        enc_blocks=config.enc_blocks,
+        middle_blocks=config.middle_blocks,
+        dec_blocks=config.dec_blocks,
+    )
+    if config.tlc_window > 0:
+        return NAFNetLocal(**sizes, window=config.tlc_window)
+    return NAFNet(**sizes)
+
+
 def build_model(config: ModelConfig) -> nn.Module:
     """Build the architecture named by ``config.arch``."""
     if config.arch == "deblur_unet":
+        if config.tlc_window:
+            raise ValueError("tlc_window applies to NAFNet only (DeblurUNet has no global pooling)")
         return DeblurUNet(config)
-    raise ValueError(f"unknown architecture {config.arch!r}")
+    if config.arch == "nafnet":
+        return build_nafnet(config)
+    raise ValueError(f"unknown architecture {config.arch!r} (known: {', '.join(ARCHITECTURES)})")
 
 
 def count_parameters(model: nn.Module) -> int:

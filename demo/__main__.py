@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from demo.app import MAX_FILE_SIZE, build_demo, launch_demo
+from demo.feedback import FeedbackStore, default_db_path
 from serve.client import TorchServeClient
 
 
@@ -27,6 +30,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-file-size", default=MAX_FILE_SIZE, help=f"largest accepted upload (default {MAX_FILE_SIZE})"
     )
+    parser.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=default_db_path(),
+        help="SQLite file for 👍/👎 feedback (env DEBLUR_FEEDBACK_DB; default run/feedback.sqlite3)",
+    )
     return parser.parse_args(argv)
 
 
@@ -34,7 +43,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own startup probes, one line each
-    launch_demo(build_demo(TorchServeClient.from_env()), args.host, args.port, args.max_file_size)
+    client = TorchServeClient.from_env()
+    # A private upload/cache folder: the page serves files from there only, and it goes away with us.
+    with tempfile.TemporaryDirectory(prefix="deblur-demo-") as temp_dir:
+        os.environ.setdefault("GRADIO_TEMP_DIR", temp_dir)
+        demo = build_demo(client, FeedbackStore(args.feedback_db))
+        # Belt and braces: TorchServe's keys and the feedback images are never served, whatever path is asked.
+        blocked = sorted({str(client.key_file.resolve().parent), str(args.feedback_db.resolve().parent)})
+        launch_demo(demo, args.host, args.port, args.max_file_size, blocked_paths=blocked)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,43 @@
-"""The deblur page: upload a blurred image, get the restored one from TorchServe, compare before/after.
+"""The deblur page: upload a blurred image (or pick an example), get the restored one from TorchServe.
 
-The logic functions (``deblur_images``, ``backend_health``, ...) take a ``TorchServeClient`` and plain
-values, so tests call them without a browser; ``build_demo`` only wires them to components. Every
-failure the user can cause or meet (bad file, size mismatch, server down or refusing) becomes a
-``gr.Error`` with one readable sentence.
+The logic functions (``deblur_images``, ``backend_health``, ``record_feedback``...) take a
+``TorchServeClient`` and plain values, so tests call them without a browser; ``build_demo`` only wires
+them to components. Every failure the user can cause or meet (bad file, size mismatch, server down or
+refusing, timeout) becomes a ``gr.Error`` with one readable sentence.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import logging
 import math
-from dataclasses import dataclass, replace
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
 import torch
+from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
 from deblur.imageio import ImageError, open_image
 from deblur.metrics import psnr, ssim
+from demo.backend import (
+    BackendStatus,
+    QualityReport,
+    Restoration,
+    RestoreSettings,
+    backend_status,
+    restore,
+)
+from demo.feedback import FeedbackCase, FeedbackStore, default_db_path
 from serve.client import BackendError, TorchServeClient
+
+__all__ = ["QualityReport", "build_demo", "deblur_images", "launch_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -29,67 +45,116 @@ MAX_FILE_SIZE = "50mb"
 # TorchServe does the heavy work; a couple of requests in flight keep it busy without piling up here.
 QUEUE_CONCURRENCY = 2
 QUEUE_MAX_SIZE = 20
-HEALTH_TIMEOUT_S = 5.0  # a health line that hangs for the full inference timeout tells nobody anything
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 NO_GROUND_TRUTH_NOTE = "*Add the sharp original as ground truth to see how much the image improved.*"
+LEGACY_NOTE = (
+    "*This server answers with a plain PNG (an older handler): tile size, overlap and self-ensemble were not applied.*"
+)
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+# Encoder options for the download in the upload's own format (PNG is the server's bytes, untouched).
+SAVE_OPTIONS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "TIFF": {}, "BMP": {}}
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp"}
 
 SliderValue = tuple[Image.Image, Image.Image]
+ProgressFn = Callable[..., object]
+
+
+def no_progress(*_: object, **__: object) -> None:
+    """Stand-in for ``gr.Progress`` when the logic runs outside a Gradio event."""
 
 
 @dataclass(frozen=True)
-class QualityReport:
-    """PSNR (dB) and SSIM of the blurred input and of the output, both against the ground truth."""
+class Upload:
+    path: Path
+    data: bytes  # the file as uploaded: what TorchServe receives
+    image: Image.Image  # decoded and upright (EXIF orientation applied, as the server does)
+    format: str  # Pillow's name: PNG, JPEG, WEBP, BMP, TIFF
 
-    psnr_input: float
-    psnr_output: float
-    ssim_input: float
-    ssim_output: float
 
-    @property
-    def psnr_gain(self) -> float:
-        return self.psnr_output - self.psnr_input
+@dataclass(frozen=True)
+class FeedbackDraft:
+    """What a 👍/👎 on the current result refers to: files in this request's temp dirs, and the settings."""
 
-    @property
-    def ssim_gain(self) -> float:
-        return self.ssim_output - self.ssim_input
+    input_path: str
+    output_path: str
+    ground_truth_path: str | None
+    model_version: str | None
+    settings: dict[str, Any]
+
+    def case(self, verdict: str, comment: str) -> FeedbackCase:
+        return FeedbackCase(
+            verdict=verdict,
+            input_name=Path(self.input_path).name,
+            input=Path(self.input_path).read_bytes(),
+            output=Path(self.output_path).read_bytes(),
+            settings=self.settings,
+            model_version=self.model_version,
+            comment=comment,
+            ground_truth=Path(self.ground_truth_path).read_bytes() if self.ground_truth_path else None,
+        )
+
+
+@dataclass(frozen=True)
+class DeblurOutcome:
+    slider: SliderValue
+    metrics: str  # Markdown: the quality table, or a hint when there is no ground truth
+    details: str  # Markdown: model version, tiles, server timing
+    download: Path  # the restored image in the upload's format and size
+    draft: FeedbackDraft
+    structured: bool  # False: an older server that ignored the options
 
 
 def user_error(message: str) -> gr.Error:
     """A ``gr.Error`` for an expected failure: logged in one line, shown as escaped text, no traceback."""
     log.warning("demo request failed: %s", message)
-    return gr.Error(html.escape(message), print_exception=False)
+    return gr.Error(html.escape(message, quote=False), print_exception=False)
 
 
-def load_upload(path: str | Path, role: str) -> tuple[bytes, Image.Image]:
-    """The uploaded file's original bytes (what TorchServe receives) and its upright decoded image."""
+def load_upload(path: str | Path, role: str) -> Upload:
+    """The uploaded file's original bytes and its upright decoded image."""
     data = Path(path).read_bytes()
     try:
         image = open_image(data)
         # The server applies EXIF orientation before restoring, so the "before" side must too.
-        return data, ImageOps.exif_transpose(image)
+        return Upload(Path(path), data, ImageOps.exif_transpose(image), image.format or "PNG")
     except (ImageError, OSError, ValueError, SyntaxError) as exc:  # SyntaxError: malformed EXIF
         raise user_error(f"The {role} image cannot be read: {exc}") from exc
 
 
-def backend_message(exc: BackendError) -> str:
+def backend_message(exc: BackendError, version: str | None) -> str:
     """One sentence for the person at the page, by what went wrong on the server side."""
     if exc.status is None:
         return f"The deblurring server is unavailable right now. {exc}"
+    if exc.status == 404 and version:
+        return f"The deblurring server has no model version {version!r}; pick another one. {exc}"
     if 400 <= exc.status < 500:
-        return f"The deblurring server refused this image. {exc}"
+        return f"The deblurring server refused the request. {exc}"
     return f"The deblurring server failed to process this image; please try again later. {exc}"
 
 
-def request_deblur(client: TorchServeClient, data: bytes) -> Image.Image:
-    """Send the image bytes to TorchServe and decode the restored image it answers with."""
+def request_restoration(
+    client: TorchServeClient, blurred: Upload, target: Upload | None, settings: RestoreSettings
+) -> tuple[Restoration, Image.Image]:
+    """Ask TorchServe to restore ``blurred``; returns its answer and the decoded restored image."""
     try:
-        response = client.predict(data)
+        answer = restore(client, blurred.data, target.data if target else None, settings)
     except BackendError as exc:
-        raise user_error(backend_message(exc)) from exc
+        raise user_error(backend_message(exc, settings.version)) from exc
+    except ValueError as exc:  # e.g. a JSON body that is not the contract
+        raise user_error(f"The deblurring server gave an answer this page cannot read: {exc}") from exc
     try:
-        return open_image(response.content)
+        return answer, open_image(answer.image)
     except ImageError as exc:
         raise user_error(f"The deblurring server did not answer with an image: {exc}") from exc
+
+
+def check_settings(settings: RestoreSettings) -> None:
+    """The server's tiling rule, checked here so the sentence can talk about the sliders."""
+    if not 0 <= settings.overlap <= settings.tile_size // 2:
+        raise user_error(
+            f"The tile overlap ({settings.overlap} px) must be at most half the tile size"
+            f" ({settings.tile_size // 2} px for {settings.tile_size}-px tiles)."
+        )
 
 
 def check_same_size(image: Image.Image, reference: Image.Image, message: str) -> None:
@@ -142,77 +207,267 @@ def format_report(report: QualityReport) -> str:
     return "\n".join(lines)
 
 
+def format_details(answer: Restoration, settings: RestoreSettings, metrics_source: str | None) -> str:
+    """One Markdown paragraph: which model ran, how, and how long each step took."""
+    version = answer.model_version or settings.version or "default"
+    parts = [f"**Model** {version}", f"round trip {answer.round_trip_ms:,.0f} ms"]
+    if answer.structured:
+        timing = answer.timing_ms
+        if timing:
+            steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
+            parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
+        if answer.tiles is not None:
+            noun = "tile" if answer.tiles == 1 else "tiles"
+            parts.insert(1, f"**{answer.tiles} {noun}** of {settings.tile_size} px (overlap {settings.overlap})")
+        if settings.self_ensemble:
+            parts.insert(1, "self-ensemble ×8")
+    lines = [" · ".join(parts)]
+    if metrics_source:
+        lines.append(f"*Metrics computed {metrics_source}.*")
+    if not answer.structured:
+        lines.append(LEGACY_NOTE)
+    return "\n\n".join(lines)
+
+
 def displayable(image: Image.Image) -> Image.Image:
     """Browsers show 8-bit images reliably; alpha and gray are kept as they are."""
     return to_rgb(image) if image.mode in SIXTEEN_BIT_MODES else image
 
 
-def deblur_images(
-    client: TorchServeClient, blurred: str | Path | None, ground_truth: str | Path | None = None
-) -> tuple[SliderValue, str]:
-    """Deblur the uploaded file; returns (before, after) for the slider and the metrics (Markdown)."""
-    if not blurred:
-        raise user_error("Upload a blurred image first.")
-    data, before = load_upload(blurred, "blurred")
-    target = load_upload(ground_truth, "ground-truth")[1] if ground_truth else None
-    if target is not None:  # checked before the request so a wrong pair costs no inference
-        check_same_size(target, before, "The ground truth must have the same size as the blurred image")
-    after = request_deblur(client, data)
-    check_same_size(after, before, "The deblurring server returned an image of another size")
-    shown = (displayable(before), displayable(after))
+def encode_like(image: Image.Image, fmt: str) -> bytes:
+    """``image`` encoded as ``fmt``; modes the format cannot hold (alpha in JPEG, 16 bits) become RGB."""
+    for candidate in (image, to_rgb(image)):
+        buffer = io.BytesIO()
+        try:
+            candidate.save(buffer, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
+            return buffer.getvalue()
+        except (OSError, ValueError, KeyError):
+            continue
+    raise user_error(f"The restored image cannot be saved as {fmt}.")
+
+
+def write_results(blurred: Upload, answer: Restoration, restored: Image.Image) -> tuple[Path, Path]:
+    """(restored image as the server sent it, download in the upload's format) in a fresh temp dir."""
+    folder = Path(tempfile.mkdtemp(prefix="deblur-", dir=ensure_dir(get_upload_folder())))
+    as_sent = folder / f"restored.{(restored.format or 'png').lower()}"
+    as_sent.write_bytes(answer.image)
+    fmt = blurred.format if blurred.format in EXTENSIONS else "PNG"
+    download = folder / f"{blurred.path.stem}_deblurred.{EXTENSIONS[fmt]}"
+    download.write_bytes(answer.image if fmt == restored.format else encode_like(restored, fmt))
+    return as_sent, download
+
+
+def ensure_dir(path: str) -> str:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def quality_markdown(
+    blurred: Upload, target: Upload | None, answer: Restoration, restored: Image.Image, progress: ProgressFn
+) -> tuple[str, str | None]:
+    """(metrics Markdown, where they were computed) — the server's numbers when it sent them."""
     if target is None:
-        return shown, NO_GROUND_TRUTH_NOTE
-    return shown, format_report(compare_to_ground_truth(before, after, target))
+        return NO_GROUND_TRUTH_NOTE, None
+    if answer.metrics is not None:
+        return format_report(answer.metrics), "by the server"
+    progress(0.9, desc="Measuring PSNR and SSIM")
+    return format_report(compare_to_ground_truth(blurred.image, restored, target.image)), "in the page"
 
 
-def backend_health(client: TorchServeClient) -> str:
-    """One Markdown line: ``ok`` when TorchServe answers /ping as Healthy, ``down`` with the reason otherwise."""
+def deblur_images(
+    client: TorchServeClient,
+    blurred_path: str | Path | None,
+    ground_truth_path: str | Path | None = None,
+    settings: RestoreSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> DeblurOutcome:
+    """Deblur the uploaded file; with a ground truth of the same size, also report PSNR and SSIM."""
+    settings = settings or RestoreSettings()
+    if not blurred_path:
+        raise user_error("Upload a blurred image first (or pick one of the examples).")
+    progress(0.05, desc="Reading the images")
+    blurred = load_upload(blurred_path, "blurred")
+    target = load_upload(ground_truth_path, "ground-truth") if ground_truth_path else None
+    check_settings(settings)
+    if target is not None:  # checked before the request so a wrong pair costs no inference
+        check_same_size(target.image, blurred.image, "The ground truth must have the same size as the blurred image")
+    width, height = blurred.image.size
+    progress(0.15, desc=f"Restoring {width}×{height} px on the server")
+    answer, restored = request_restoration(client, blurred, target, settings)
+    check_same_size(restored, blurred.image, "The deblurring server returned an image of another size")
+    metrics, source = quality_markdown(blurred, target, answer, restored, progress)
+    as_sent, download = write_results(blurred, answer, restored)
+    draft = FeedbackDraft(
+        input_path=str(blurred.path),
+        output_path=str(as_sent),
+        ground_truth_path=str(target.path) if target else None,
+        model_version=answer.model_version or settings.version,
+        settings=asdict(settings) | {"server_contract": "json" if answer.structured else "png"},
+    )
+    slider = (displayable(blurred.image), displayable(restored))
+    details = format_details(answer, settings, source)
+    return DeblurOutcome(slider, metrics, details, download, draft, answer.structured)
+
+
+def backend_health(status: BackendStatus) -> str:
+    """One Markdown line: ``ok``, ``no workers`` or ``down``, and why."""
+    return f"Backend: **{status.state}** — {html.escape(status.detail)}"
+
+
+def version_choices(status: BackendStatus) -> tuple[list[tuple[str, str]], str]:
+    """Dropdown (label, value) pairs with the default version marked, and the value to select."""
+    if not status.versions:
+        return [("server default", "")], ""
+    choices = [(f"{v.version} (default)" if v.is_default else v.version, v.version) for v in status.versions]
+    return choices, status.default_version or status.versions[0].version
+
+
+def record_feedback(store: FeedbackStore, draft: FeedbackDraft | None, verdict: str, comment: str) -> str:
+    """Store the verdict on the current result; returns the thank-you line."""
+    if draft is None:
+        raise user_error("Deblur an image first, then rate the result.")
     try:
-        status = replace(client, timeout=HEALTH_TIMEOUT_S).ping()
-    except BackendError as exc:
-        return f"Backend: **down** — {exc}"
-    if status != "Healthy":
-        return f"Backend: **down** — TorchServe at {client.inference_url} reports {status!r}"
-    return f"Backend: **ok** — TorchServe at {client.inference_url} is healthy"
+        case_id = store.add(draft.case(verdict, comment or ""))
+    except (OSError, ValueError) as exc:
+        raise user_error(f"The feedback could not be saved: {exc}") from exc
+    thumb = "👍" if verdict == "up" else "👎"
+    return f"{thumb} Thanks — saved as case #{case_id}." + (
+        " It will be part of the next retraining set." if verdict == "down" else ""
+    )
 
 
-def build_demo(client: TorchServeClient) -> gr.Blocks:
+def example_pairs(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
+    """[[blurred, sharp], ...] of the bundled examples, and their labels."""
+    pairs = [(p, p.with_name(p.name.replace("_blurred", "_sharp"))) for p in sorted(folder.glob("*_blurred.*"))]
+    pairs = [(b, s) for b, s in pairs if s.is_file()]
+    return [[str(b), str(s)] for b, s in pairs], [b.name.split("_blurred")[0].capitalize() for b, _ in pairs]
+
+
+INTRO = """# Deblur
+Upload a photo spoiled by camera shake — or pick an example below — and compare it with the restored one.
+Add the sharp original as ground truth to measure the improvement."""
+
+CSS = """
+#deblur-run { margin-top: 0.5rem; }
+#metrics table { width: 100%; font-variant-numeric: tabular-nums; }
+"""
+
+
+def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = None) -> gr.Blocks:
     """The page, wired to ``client``; ``/deblur`` and ``/health`` are also API endpoints."""
+    store = feedback_store or FeedbackStore(default_db_path())
 
-    def deblur(blurred: str | None, ground_truth: str | None = None) -> tuple[SliderValue, str]:
+    def deblur(
+        blurred: str | None,
+        ground_truth: str | None = None,
+        version: str | None = None,
+        tile_size: float = 512,
+        overlap: float = 64,
+        self_ensemble: bool = False,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented way to ask for progress)
+    ) -> tuple[SliderValue, str, str, str, FeedbackDraft, bool]:
         """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM."""
-        return deblur_images(client, blurred, ground_truth)
+        settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble))
+        outcome = deblur_images(client, blurred, ground_truth, settings, progress)
+        download = str(outcome.download)
+        return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft, outcome.structured
 
-    def health() -> str:
-        """Whether the TorchServe backend is reachable and healthy."""
-        return backend_health(client)
+    def health() -> tuple[str, gr.Dropdown]:
+        """Whether the TorchServe backend is reachable, has ready workers, and which model versions it has."""
+        status = backend_status(client)
+        choices, value = version_choices(status)
+        return backend_health(status), gr.Dropdown(choices=choices, value=value)
+
+    def after_run(structured: bool) -> tuple[gr.Accordion, gr.Button, gr.Button, str, str]:
+        # An older server ignores the options: hide them rather than pretend. Feedback opens for the new result.
+        return gr.Accordion(visible=structured), gr.Button(interactive=True), gr.Button(interactive=True), "", ""
+
+    def rate(verdict: str) -> Callable[[FeedbackDraft | None, str], tuple[str, gr.Button, gr.Button]]:
+        def handler(draft: FeedbackDraft | None, comment: str) -> tuple[str, gr.Button, gr.Button]:
+            message = record_feedback(store, draft, verdict, comment)
+            return message, gr.Button(interactive=False), gr.Button(interactive=False)
+
+        return handler
 
     # delete_cache: uploads and results are per-request temp files; drop those older than 2 h every hour.
     with gr.Blocks(title="Deblur", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
-        gr.Markdown("# Deblur\nUpload a blurred photo and compare it with the restored one.")
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=True):
+            health_line = gr.Markdown("Backend: checking…", elem_id="health")
+            refresh = gr.Button("↻ Check backend", size="sm", scale=0, min_width=140)
         with gr.Row():
-            health_line = gr.Markdown(label="backend")
-            refresh = gr.Button("Check backend", size="sm", scale=0)
-        with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=2):
                 # filepath + image_mode=None: Gradio hands over the uploaded file untouched, so the
                 # server sees the original bytes (format, EXIF, alpha, bit depth), not a re-encode.
                 blurred = gr.Image(
-                    label="Blurred image", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                    label="Blurred image",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=280,
+                    elem_id="blurred",
                 )
                 ground_truth = gr.Image(
                     label="Ground truth (optional, same size)",
                     type="filepath",
                     image_mode=None,
                     sources=["upload", "clipboard"],
+                    height=200,
+                    elem_id="ground-truth",
                 )
-                run = gr.Button("Deblur", variant="primary")
-            with gr.Column():
-                slider = gr.ImageSlider(label="Before / after", format="png", interactive=False)
-                metrics = gr.Markdown(label="metrics")
-        run.click(deblur, [blurred, ground_truth], [slider, metrics], api_name="deblur")
-        demo.load(health, None, health_line, api_name="health", queue=False)
-        refresh.click(health, None, health_line, api_visibility="private", queue=False)
+                version = gr.Dropdown(
+                    label="Model version",
+                    choices=[("server default", "")],
+                    value="",
+                    allow_custom_value=True,  # API callers may name a version the page has not listed yet
+                    info="Compare versions on the same image",
+                    elem_id="version",
+                )
+                with gr.Accordion("Advanced", open=False) as advanced:
+                    tile_size = gr.Slider(128, 1024, value=512, step=64, label="Tile size (px)")
+                    overlap = gr.Slider(0, 256, value=64, step=16, label="Tile overlap (px)")
+                    self_ensemble = gr.Checkbox(label="Self-ensemble (8 flips/rotations, slower, a bit sharper)")
+                run = gr.Button("Deblur", variant="primary", elem_id="deblur-run")
+                pairs, labels = example_pairs()
+                if pairs:
+                    gr.Examples(
+                        pairs,
+                        [blurred, ground_truth],
+                        label="Examples (synthetic camera shake, with the sharp original as ground truth)",
+                        example_labels=labels,
+                    )
+            with gr.Column(scale=3):
+                slider = gr.ImageSlider(
+                    label="Before / after", format="png", interactive=False, max_height=640, elem_id="result"
+                )
+                metrics = gr.Markdown(elem_id="metrics")
+                details = gr.Markdown(elem_id="details")
+                download = gr.File(label="Restored image (original format and size)", interactive=False)
+                with gr.Group():
+                    comment = gr.Textbox(label="How did it do? (optional comment)", lines=1, max_length=2000)
+                    with gr.Row():
+                        thumbs_up = gr.Button("👍 Good", interactive=False, elem_id="thumbs-up")
+                        thumbs_down = gr.Button("👎 Bad", interactive=False, elem_id="thumbs-down")
+                feedback_status = gr.Markdown(elem_id="feedback-status")
+        draft = gr.State(None)
+        structured = gr.State(True)
+
+        inputs = [blurred, ground_truth, version, tile_size, overlap, self_ensemble]
+        outputs = [slider, metrics, details, download, draft, structured]
+        event = run.click(deblur, inputs, outputs, api_name="deblur", show_progress_on=slider)
+        event.success(
+            after_run,
+            structured,
+            [advanced, thumbs_up, thumbs_down, feedback_status, comment],
+            api_visibility="private",
+            queue=False,
+        )
+        for button, verdict in ((thumbs_up, "up"), (thumbs_down, "down")):
+            button.click(
+                rate(verdict), [draft, comment], [feedback_status, thumbs_up, thumbs_down], api_visibility="private"
+            )
+        demo.load(health, None, [health_line, version], api_name="health", queue=False)
+        refresh.click(health, None, [health_line, version], api_visibility="private", queue=False)
     return demo
 
 
@@ -223,8 +478,13 @@ def launch_demo(
     max_file_size: str | int = MAX_FILE_SIZE,
     prevent_thread_lock: bool = False,
     quiet: bool = False,
+    blocked_paths: list[str] | None = None,
 ) -> str:
-    """Serve ``demo`` with a bounded queue and an upload size cap; returns the local URL."""
+    """Serve ``demo`` with a bounded queue and an upload size cap; returns the local URL.
+
+    Gradio serves only its upload/cache folder (plus ``allowed_paths``, which we leave empty);
+    ``blocked_paths`` additionally fences off folders such as TorchServe's key file and the feedback DB.
+    """
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     _, local_url, _ = demo.launch(
         server_name=host,
@@ -233,5 +493,8 @@ def launch_demo(
         prevent_thread_lock=prevent_thread_lock,
         share=False,
         quiet=quiet,
+        blocked_paths=blocked_paths or [],
+        allowed_paths=[],
+        css=CSS,
     )
     return local_url

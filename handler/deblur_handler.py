@@ -1,84 +1,145 @@
-"""TorchServe handler: one request row in, one deblurred PNG out, using the inference core unchanged.
+"""TorchServe handler: an adapter from request rows to the serving pipeline and back.
 
-A row carries the image as raw bytes (``body``), as a multipart field (``data`` or ``file``), as a
-base64 string, or as a JSON object ``{"image": "<base64>"}``. Bad input becomes a
-``PredictionException`` with the core's 4xx status, so clients never see a bare 503.
+``preprocess`` validates and decodes each row (``handler.request``, ``deblur.imageio``),
+``inference`` restores it with the tiler (``handler.pipeline``), ``postprocess`` encodes it and
+answers with the image, or with a JSON document when the request was JSON. Bad input becomes a
+``PredictionException`` with a 4xx status and a message, so clients never see a bare 503 and the
+worker keeps running. Per-request data flows through return values, never through ``self``.
 
-Inside the .mar this file sits at the archive root next to the ``deblur/`` package, so the imports
-below resolve the same way there as in the repository. TorchServe instantiates the single class
-defined in this module: define no other class here.
+Inside the .mar this file sits at the archive root next to the ``deblur/`` and ``handler/``
+packages, so the imports below resolve the same way there as in the repository. TorchServe
+instantiates the single class defined in this module: define no other class here.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from ts.context import Context
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from deblur.imageio import DEFAULT_MAX_PIXELS, DecodedImage, ImageError, decode_image, encode_image, to_image
+from deblur.imageio import ImageError
 from deblur.model import load_model
-from deblur.tiling import restore_tiled
+from deblur.runtime import make_predictor
+from handler.pipeline import (
+    DecodedRequest,
+    Encoded,
+    Restored,
+    decode_request,
+    encode_restored,
+    response_document,
+    restore_request,
+)
+from handler.request import RequestError, ServingDefaults, parse_row
 
-# Overridable from the archive's model-config.yaml, section ``handler:``.
-HANDLER_DEFAULTS: dict[str, int] = {"tile_size": 512, "overlap": 64, "tile_batch": 4, "max_pixels": DEFAULT_MAX_PIXELS}
-PAYLOAD_KEYS = ("data", "body", "file")  # raw body → "body"; multipart fields keep their form names
-RESPONSE_TYPE = "image/png"
+# TorchServe 0.12's frontend turns a backend 413 into 507 Insufficient Storage (a server error), so an
+# image over the pixel cap is answered 422 Unprocessable Content instead; other statuses pass through.
+STATUS_REWRITES = {413: 422}
 
-Restored = tuple[torch.Tensor, DecodedImage]  # (3, H, W) unclamped output, and what to put back
+# Custom metrics (counters, so Prometheus can derive rates and per-request means).
+METRIC_TILES = "DeblurTiles"
+METRIC_MEGAPIXELS = "DeblurMegapixels"
+METRIC_INFERENCE_MS = "DeblurInferenceMs"
 
 
 class DeblurHandler(BaseHandler):
-    """Decode → tiled restoration → PNG; all per-request data flows through return values."""
+    """Rows → decoded requests → restored tensors → encoded answers."""
 
     def initialize(self, context: Context) -> None:
         # BaseHandler.initialize would try to load the checkpoint as TorchScript: use our own loader.
         properties = context.system_properties
         self.manifest = context.manifest
         self.model_yaml_config = context.model_yaml_config or {}
+        self.model_name, self.model_version = model_identity(context)
         self.device = select_device(properties.get("gpu_id"))
+        self.defaults = ServingDefaults.from_yaml(self.model_yaml_config)
         self.model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
-        settings = handler_settings(self.model_yaml_config)
-        self.tile_size = settings["tile_size"]
-        self.overlap = settings["overlap"]
-        self.tile_batch = settings["tile_batch"]
-        self.max_pixels = settings["max_pixels"]
+        # The fastest safe arithmetic for this device (bf16 on CPUs with native bf16) unless forced to fp32.
+        self.predict = make_predictor(self.model, self.device, self.defaults.precision)
         self.initialized = True
 
-    def preprocess(self, data: list[dict[str, Any]]) -> list[DecodedImage]:
-        try:
-            return [decode_image(row_payload(row), self.max_pixels) for row in data]
-        except ImageError as exc:
-            # TorchServe fails the whole batch with this status; batchSize is 1 in our archive.
-            raise PredictionException(str(exc), exc.status) from exc
+    def preprocess(self, data: list[dict[str, Any]]) -> list[DecodedRequest]:
+        with as_http_errors():
+            return [self.decode_row(idx, row) for idx, row in enumerate(data)]
 
-    def inference(self, data: list[DecodedImage], *args: Any, **kwargs: Any) -> list[Restored]:
+    def decode_row(self, idx: int, row: dict[str, Any]) -> DecodedRequest:
+        accept = header(self.context, idx, "accept")
+        request = parse_row(row, row_content_type(self.context, idx), accept, self.defaults)
+        return decode_request(request, self.defaults.max_pixels)
+
+    def inference(self, data: list[DecodedRequest], *args: Any, **kwargs: Any) -> list[Restored]:
         with torch.inference_mode():
-            return [(self.restore(image.pixels), image) for image in data]
+            return [restore_request(item, self.predict, self.defaults.tile_batch, self.device) for item in data]
 
     def postprocess(self, data: list[Restored]) -> list[bytes]:
-        outputs = []
-        for idx, (restored, decoded) in enumerate(data):
-            outputs.append(encode_image(to_image(restored.clamp(-1, 1), decoded), "png"))
-            # self.context is the current request batch's context, set by BaseHandler.handle.
-            self.context.set_response_content_type(idx, RESPONSE_TYPE)
-        return outputs
+        with as_http_errors():
+            encoded = [encode_restored(item) for item in data]
+        for idx, item in enumerate(encoded):
+            emit_metrics(self.context, idx, item.restored, self.model_version)
+        return [self.answer(idx, item) for idx, item in enumerate(encoded)]
 
-    def restore(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) in [-1, 1] → (3, H, W) float32, not clamped."""
-        return restore_tiled(
-            self.model,
-            pixels,
-            tile=self.tile_size,
-            overlap=self.overlap,
-            batch_size=self.tile_batch,
-            device=self.device,
-        )
+    def answer(self, idx: int, encoded: Encoded) -> bytes:
+        """The image itself, or the JSON document when the request was JSON; sets the content type."""
+        if not encoded.restored.decoded.request.json_response:
+            self.context.set_response_content_type(idx, encoded.mime_type)
+            return encoded.data
+        self.context.set_response_content_type(idx, "application/json")
+        image = base64.b64encode(encoded.data).decode("ascii")
+        document = response_document(encoded, image, self.model_name, self.model_version)
+        return json.dumps(document, allow_nan=False).encode()
+
+
+@contextmanager
+def as_http_errors() -> Iterator[None]:
+    """The request's own faults → PredictionException with their 4xx status (the batch fails as one)."""
+    try:
+        yield
+    except (ImageError, RequestError) as exc:
+        # TorchServe fails the whole batch with this status; batchSize is 1 in our archive.
+        raise PredictionException(str(exc), STATUS_REWRITES.get(exc.status, exc.status)) from exc
+
+
+def emit_metrics(context: Context, idx: int, restored: Restored, version: str) -> None:
+    """Tiles, megapixels and inference time of one request, as TorchServe custom metrics."""
+    width, height = restored.decoded.image.size
+    dimensions = [Dimension("ModelVersion", version)]
+    values = (
+        (METRIC_TILES, restored.tiles, "count"),
+        (METRIC_MEGAPIXELS, width * height / 1e6, "MP"),
+        (METRIC_INFERENCE_MS, restored.inference_ms, "ms"),
+    )
+    for name, value, unit in values:
+        context.metrics.add_metric(name, value, unit, idx, list(dimensions), MetricTypes.COUNTER)
+
+
+def model_identity(context: Context) -> tuple[str, str]:
+    model = context.manifest.get("model", {})
+    return model.get("modelName", context.model_name), str(model.get("modelVersion", "unknown"))
+
+
+def header(context: Context, idx: int, name: str) -> str | None:
+    """A request header, case-insensitively (TorchServe keeps the client's spelling)."""
+    headers = context.get_all_request_header(idx) or {}
+    return next((v for k, v in headers.items() if k.lower() == name and isinstance(v, str)), None)
+
+
+def row_content_type(context: Context, idx: int) -> str | None:
+    """The content type of the row's payload parameter (TorchServe files it under the parameter name)."""
+    headers = context.get_all_request_header(idx) or {}
+    for key in ("data", "body", "file"):
+        entry = headers.get(key)
+        if isinstance(entry, dict):
+            return entry.get("content-type")
+    return None
 
 
 def select_device(gpu_id: int | None) -> torch.device:
@@ -97,34 +158,3 @@ def checkpoint_path(model_dir: str, manifest: dict[str, Any]) -> Path:
     if not path.is_file():
         raise RuntimeError(f"checkpoint {serialized!r} is missing from the extracted archive {model_dir}")
     return path
-
-
-def handler_settings(model_yaml_config: dict[str, Any]) -> dict[str, int]:
-    """HANDLER_DEFAULTS updated with the known keys of the archive's ``handler:`` section."""
-    section = model_yaml_config.get("handler") or {}
-    return {name: int(section.get(name, default)) for name, default in HANDLER_DEFAULTS.items()}
-
-
-def row_payload(row: dict[str, Any]) -> bytes:
-    """The image bytes carried by one request row, whatever way the client sent them."""
-    key = next((k for k in PAYLOAD_KEYS if row.get(k) is not None), None)
-    if key is None:
-        raise ImageError("no image in the request: send the bytes as the body or as a multipart field 'data'")
-    value = row[key]
-    if isinstance(value, dict):  # TorchServe already parsed an application/json body
-        value = value.get("image")
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return decode_base64(value)
-    raise ImageError('unsupported payload: send image bytes, a base64 string or JSON {"image": "<base64>"}')
-
-
-def decode_base64(text: str) -> bytes:
-    """Base64 (optionally a ``data:...;base64,`` URL, line-wrapped or not) → bytes."""
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageError(f"text payload is not valid base64: {exc}") from exc

@@ -1,4 +1,4 @@
-"""``python -m model_archive --checkpoint PATH --version V``: write model_store/<name>.mar."""
+"""``python -m model_archive --checkpoint PATH --version V``: write model_store/<name>_v<V>.mar."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=int, default=defaults.overlap)
     parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per forward pass")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest accepted width*height")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default=defaults.precision,
+        help="serving arithmetic: auto picks bf16 on CPUs with native bf16, fp16 on CUDA",
+    )
     return parser.parse_args(argv)
 
 
@@ -33,7 +39,7 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
         export_path=args.export_path,
         force=args.force,
         response_timeout=args.response_timeout,
-        handler=HandlerSettings(args.tile_size, args.overlap, args.tile_batch, args.max_pixels),
+        handler=HandlerSettings(args.tile_size, args.overlap, args.tile_batch, args.max_pixels, args.precision),
     )
 
 

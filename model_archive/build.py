@@ -1,13 +1,17 @@
 """Checkpoint → TorchServe ``.mar`` with only the inference side inside.
 
-The archive holds the handler at its root, the ``deblur/`` package (``.py`` files only) beside it,
-the checkpoint as serialized file and a generated ``model-config.yaml``. Building reads files and
-runs torch-model-archiver in a subprocess; no model code or torch is imported here.
+The archive holds the handler at its root, the ``deblur/`` package and the handler's own
+``handler/`` modules (``.py`` files only, no CLI) beside it, the checkpoint as serialized file, a
+generated ``model-config.yaml`` and ``training.json`` (the checkpoint's epoch, training metrics,
+model config and SHA-256). ``<model>_v<version>.mar`` is written to the model store. Building reads
+files and runs torch-model-archiver in a subprocess; no model code or torch is imported here.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +21,19 @@ from pathlib import Path
 
 import yaml
 
+from model_archive.checkpoint_info import CheckpointInfoError, training_record
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDLER_FILE = REPO_ROOT / "handler" / "deblur_handler.py"
 CORE_PACKAGE = REPO_ROOT / "deblur"
+HANDLER_PACKAGE = REPO_ROOT / "handler"
+# handler/ modules the archive leaves out: the entry file sits at the root, the CLI is not served.
+HANDLER_EXCLUDED = {HANDLER_FILE.name, "cli.py", "__main__.py"}
 CONFIG_NAME = "model-config.yaml"
+TRAINING_NAME = "training.json"
+# Names end up in file names and in the allowed_urls pattern of config.properties.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z]+([.][0-9A-Za-z]+)*")
 STARTUP_TIMEOUT = 300  # seconds for a worker to import torch and load the checkpoint (default 120)
 
 
@@ -36,6 +49,7 @@ class HandlerSettings:
     overlap: int = 64
     tile_batch: int = 4
     max_pixels: int = 4096 * 4096
+    precision: str = "auto"  # bf16 autocast on CPUs with native bf16; "fp32" forces full precision
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,12 @@ class ArchiveSpec:
 
     @property
     def target(self) -> Path:
-        return self.export_path / f"{self.model_name}.mar"
+        return self.export_path / archive_name(self.model_name, self.version)
+
+
+def archive_name(model_name: str, version: str) -> str:
+    """``deblur`` 2.0 → ``deblur_v2.0.mar``."""
+    return f"{model_name}_v{version}.mar"
 
 
 def model_config(spec: ArchiveSpec) -> dict[str, object]:
@@ -66,18 +85,25 @@ def model_config(spec: ArchiveSpec) -> dict[str, object]:
     }
 
 
-def stage_core_package(destination: Path) -> None:
-    """Copy deblur/**/*.py under ``destination/deblur`` (no caches, no data files)."""
-    for source in sorted(CORE_PACKAGE.rglob("*.py")):
-        relative = source.relative_to(CORE_PACKAGE.parent)
-        if "__pycache__" in relative.parts:
-            continue
-        target = destination / relative
+def stage_packages(destination: Path) -> None:
+    """Copy deblur/**/*.py and the served handler/*.py under ``destination`` (no caches, no data)."""
+    sources = [path for path in sorted(CORE_PACKAGE.rglob("*.py")) if "__pycache__" not in path.parts]
+    sources += [path for path in sorted(HANDLER_PACKAGE.glob("*.py")) if path.name not in HANDLER_EXCLUDED]
+    for source in sources:
+        target = destination / source.relative_to(REPO_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
 
 
-def archiver_command(spec: ArchiveSpec, extra_dir: Path, config_file: Path) -> list[str]:
+def stage_training_record(checkpoint: Path, destination: Path) -> None:
+    try:
+        record = training_record(checkpoint)
+    except CheckpointInfoError as exc:
+        raise ArchiveError(str(exc)) from exc
+    (destination / TRAINING_NAME).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def archiver_command(spec: ArchiveSpec, extra_dir: Path, config_file: Path, output_dir: Path) -> list[str]:
     # A directory given to --extra-files has its *contents* copied to the archive root, so
     # passing the staging dir (which holds deblur/) keeps the package path intact.
     return [
@@ -97,15 +123,19 @@ def archiver_command(spec: ArchiveSpec, extra_dir: Path, config_file: Path) -> l
         "--config-file",
         str(config_file),
         "--export-path",
-        str(spec.export_path),
+        str(output_dir),  # it names the file <model-name>.mar; build_archive renames it
         "--force",  # existence is checked by check_inputs with a clearer message
     ]
 
 
 def check_inputs(spec: ArchiveSpec) -> None:
+    if not NAME_PATTERN.fullmatch(spec.model_name):
+        raise ArchiveError(f"model name {spec.model_name!r}: use letters, digits, '_' and '-'")
+    if not VERSION_PATTERN.fullmatch(spec.version):
+        raise ArchiveError(f"version {spec.version!r}: use dot-separated letters and digits, like 2.0")
     if not spec.checkpoint.is_file():
         raise ArchiveError(f"checkpoint not found: {spec.checkpoint}")
-    if spec.checkpoint.name in {HANDLER_FILE.name, CONFIG_NAME, CORE_PACKAGE.name}:
+    if spec.checkpoint.name in {HANDLER_FILE.name, CONFIG_NAME, TRAINING_NAME, CORE_PACKAGE.name, HANDLER_PACKAGE.name}:
         raise ArchiveError(f"rename the checkpoint: {spec.checkpoint.name!r} clashes with a file of the archive")
     if spec.target.exists() and not spec.force:
         raise ArchiveError(f"{spec.target} already exists: pass --force to overwrite it")
@@ -122,16 +152,22 @@ def run_archiver(command: list[str], scratch: Path) -> None:
 
 
 def build_archive(spec: ArchiveSpec) -> Path:
-    """Write ``<export_path>/<model_name>.mar`` and return its path."""
+    """Write ``<export_path>/<model_name>_v<version>.mar`` and return its path."""
     check_inputs(spec)
     spec.export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="deblur-mar-") as tmp:
         scratch = Path(tmp)
         extra_dir = scratch / "extra"
-        stage_core_package(extra_dir)
+        stage_packages(extra_dir)
+        stage_training_record(spec.checkpoint, extra_dir)
         config_file = scratch / CONFIG_NAME
         config_file.write_text(yaml.safe_dump(model_config(spec), sort_keys=False))
-        work_dir = scratch / "work"
+        work_dir, output_dir = scratch / "work", scratch / "out"
         work_dir.mkdir()
-        run_archiver(archiver_command(spec, extra_dir, config_file), work_dir)
+        output_dir.mkdir()
+        run_archiver(archiver_command(spec, extra_dir, config_file, output_dir), work_dir)
+        # Copy beside the target, then rename: a running TorchServe never sees a half-written archive.
+        partial = spec.target.with_name(spec.target.name + ".partial")
+        shutil.copyfile(output_dir / f"{spec.model_name}.mar", partial)
+        partial.replace(spec.target)
     return spec.target

@@ -1,6 +1,8 @@
-"""``python -m serve start|stop|status|predict``: operate the local TorchServe from the repo.
+"""``python -m serve COMMAND``: operate the local TorchServe and its model versions from the repo.
 
-Every failure prints one readable message (no traceback) and exits with status 1.
+Commands: start, stop, status, register, set-default, rollback, unregister, scale, predict. Every
+failure (TorchServe down, a refused call, a bad argument) prints one readable message, no
+traceback, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from serve import server
+from serve import models, server
 from serve.client import MODEL_NAME, BackendError, TorchServeClient
+
+SUFFIX_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +30,35 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--model-store", type=Path, default=server.DEFAULT_STORE)
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a READY worker")
     commands.add_parser("stop", parents=[common], help="stop TorchServe (fine if it is not running)")
-    commands.add_parser("status", parents=[common], help="health, models and workers")
+    commands.add_parser("status", parents=[common], help="health, models, versions, default and workers")
+
+    register = commands.add_parser("register", parents=[common], help="register a .mar (copied into the store)")
+    register.add_argument("archive", type=Path, help="a .mar built by `python -m model_archive`")
+    register.add_argument("--model-store", type=Path, default=server.DEFAULT_STORE)
+    register.add_argument("--workers", type=int, default=1)
+
+    set_default = commands.add_parser("set-default", parents=[common], help="make a version the default")
+    set_default.add_argument("model")
+    set_default.add_argument("version")
+
+    rollback = commands.add_parser("rollback", parents=[common], help="go back to the previous default")
+    rollback.add_argument("model", nargs="?", default=MODEL_NAME)
+
+    unregister = commands.add_parser("unregister", parents=[common], help="remove a version")
+    unregister.add_argument("model")
+    unregister.add_argument("version")
+    unregister.add_argument("--force", action="store_true", help="even the default version")
+
+    scale = commands.add_parser("scale", parents=[common], help="set the number of workers")
+    scale.add_argument("model")
+    scale.add_argument("--workers", type=int, required=True)
+    scale.add_argument("--version", help="default: the default version")
 
     predict = commands.add_parser("predict", parents=[common], help="deblur one image file")
     predict.add_argument("image", type=Path)
-    predict.add_argument("-o", "--output", type=Path, help="default: <image>_deblurred.png beside the input")
+    predict.add_argument(
+        "-o", "--output", type=Path, help="default: <image>_deblurred.png; .jpg/.webp ask for that format"
+    )
     predict.add_argument("--version", help="model version (default: the model's default version)")
     predict.add_argument("--model", default=MODEL_NAME)
     predict.add_argument("--timeout", type=float, default=900.0, help="seconds; a 4096² image takes minutes on CPU")
@@ -38,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    if server.server_pid() is not None:
+        print("TorchServe is already running (`python -m serve stop` stops it); waiting for it to be ready")
     client = server.start(args.model_store, args.config, args.run_dir, args.timeout)
     print(f"TorchServe is ready: inference {client.inference_url}, management {client.management_url}")
     print(f"keys in {client.key_file}, logs in {args.run_dir / 'logs'}")
@@ -49,19 +79,43 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_summary(version: dict) -> str:
-    workers = version.get("workers", [])
-    states = ", ".join(f"{w.get('status', '?')} (pid {w.get('pid', '?')})" for w in workers) or "no workers"
-    return f"{version.get('modelName')} {version.get('modelVersion')}: {states}"
+def management_client(args: argparse.Namespace) -> TorchServeClient:
+    # Registering starts a worker synchronously: allow for a slow model load.
+    return server.client_for(args.config, args.run_dir, timeout=300.0)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = server.client_for(args.config, args.run_dir, timeout=10.0)
     health = client.ping()
     print(f"TorchServe at {client.inference_url}: {health}")
-    for version in server.describe(client):
-        print("  " + worker_summary(version))
+    for version in models.status(client):
+        print("  " + version.describe())
     return 0 if health == "Healthy" else 1
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    print(models.register(management_client(args), args.archive, args.model_store, args.workers))
+    return 0
+
+
+def cmd_set_default(args: argparse.Namespace) -> int:
+    print(models.set_default(management_client(args), args.model, args.version, args.run_dir))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    print(models.rollback(management_client(args), args.model, args.run_dir))
+    return 0
+
+
+def cmd_unregister(args: argparse.Namespace) -> int:
+    print(models.unregister(management_client(args), args.model, args.version, args.force))
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    print(models.scale(management_client(args), args.model, args.workers, args.version))
+    return 0
 
 
 def default_output(image: Path) -> Path:
@@ -72,21 +126,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
     client: TorchServeClient = server.client_for(args.config, args.run_dir, timeout=args.timeout)
-    response = client.predict(args.image.read_bytes(), model=args.model, version=args.version)
     output = args.output or default_output(args.image)
+    accept = SUFFIX_TYPES.get(output.suffix.lower(), "image/png")
+    response = client.predict(args.image.read_bytes(), model=args.model, version=args.version, accept=accept)
     output.write_bytes(response.content)
     print(f"{output} ({len(response.content)} bytes, {response.headers.get('content-type', '?')})")
     return 0
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "predict": cmd_predict}
+COMMANDS = {
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "register": cmd_register,
+    "set-default": cmd_set_default,
+    "rollback": cmd_rollback,
+    "unregister": cmd_unregister,
+    "scale": cmd_scale,
+    "predict": cmd_predict,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (BackendError, server.ServerError, OSError) as exc:
+    except (BackendError, server.ServerError, models.ModelsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

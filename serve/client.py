@@ -48,6 +48,7 @@ class TorchServeClient:
     key_file: Path = DEFAULT_KEY_FILE
     timeout: float = 120.0
     session: requests.Session = field(default_factory=requests.Session, repr=False)
+    metrics_url: str = "http://127.0.0.1:8082"
 
     @classmethod
     def from_env(cls) -> TorchServeClient:
@@ -56,6 +57,7 @@ class TorchServeClient:
             inference_url=os.environ.get("DEBLUR_INFERENCE_URL", cls.inference_url).rstrip("/"),
             management_url=os.environ.get("DEBLUR_MANAGEMENT_URL", cls.management_url).rstrip("/"),
             key_file=Path(os.environ.get("DEBLUR_KEY_FILE", str(DEFAULT_KEY_FILE))),
+            metrics_url=os.environ.get("DEBLUR_METRICS_URL", cls.metrics_url).rstrip("/"),
         )
 
     def _headers(self, api: str) -> dict[str, str]:
@@ -90,6 +92,17 @@ class TorchServeClient:
     def predict_json(self, payload: dict[str, Any], model: str = MODEL_NAME, version: str | None = None) -> Any:
         url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
         return self._request("POST", url, "inference", json=payload).json()
+
+    def post_json(
+        self, payload: dict[str, Any], model: str = MODEL_NAME, version: str | None = None
+    ) -> requests.Response:
+        """POST a JSON body to /predictions/<model>[/<version>]; the response whatever its content type."""
+        url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
+        return self._request("POST", url, "inference", json=payload)
+
+    def metrics(self) -> str:
+        """TorchServe's Prometheus text from the metrics API (which takes no token)."""
+        return self._request("GET", f"{self.metrics_url}/metrics", "metrics").text
 
     def management(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the management API (``path`` like "/models/deblur") and decode its JSON answer."""

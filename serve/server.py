@@ -54,11 +54,13 @@ def client_for(
     properties = read_properties(config) if config.is_file() else {}
     inference = properties.get("inference_address", "http://127.0.0.1:8080")
     management = properties.get("management_address", "http://127.0.0.1:8081")
+    metrics = properties.get("metrics_address", "http://127.0.0.1:8082")
     return TorchServeClient(
         inference_url=env.get("DEBLUR_INFERENCE_URL", inference).rstrip("/"),
         management_url=env.get("DEBLUR_MANAGEMENT_URL", management).rstrip("/"),
         key_file=Path(env.get("DEBLUR_KEY_FILE", run_dir / "key_file.json")),
         timeout=timeout,
+        metrics_url=env.get("DEBLUR_METRICS_URL", metrics).rstrip("/"),
     )
 
 
@@ -183,9 +185,10 @@ def wait_until_ready(
 def start(
     store: Path, config: Path, run_dir: Path, timeout: float, env: Mapping[str, str] | None = None
 ) -> TorchServeClient:
-    """Start TorchServe in the background and wait for the deblur model; returns a client for it."""
+    """Start TorchServe in the background (unless it already runs) and wait for the deblur model."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    launch(store, config, run_dir, env)
+    if server_pid(env) is None:  # idempotent: `make demo` after `make serve` reuses the running server
+        launch(store, config, run_dir, env)
     client = client_for(config, run_dir, timeout=5.0, env=env)
     wait_until_ready(client, run_dir, timeout, env=env)
     return client

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import shutil
-import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 from PIL import Image
@@ -20,8 +17,12 @@ from deblur.model import DeblurUNet, ModelConfig, save_checkpoint
 from model_archive.build import ArchiveSpec, build_archive
 from serve import server
 from serve.client import TorchServeClient
+from serve.private import PrivateServer, free_loopback_ports, loopback_config, stop_torchserve  # noqa: F401
 
 TINY_CONFIG = ModelConfig(base_ch=8)
+# Residual with a zero-initialised last layer: returns its input exactly, so "which model answered"
+# is detectable (the untrained TINY_CONFIG model changes every pixel).
+IDENTITY_CONFIG = ModelConfig(base_ch=8, residual=True)
 
 
 def textured_image(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -53,74 +54,56 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(path, model, TINY_CONFIG, epoch=0, metrics={"psnr": 0.0})
 
 
+@pytest.fixture(scope="session")
+def identity_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DeblurUNet that returns its input unchanged, with recognisable training metrics."""
+    torch.manual_seed(0)
+    model = DeblurUNet(IDENTITY_CONFIG)
+    path = tmp_path_factory.mktemp("ckpt") / "identity.pt"
+    return save_checkpoint(path, model, IDENTITY_CONFIG, epoch=7, metrics={"psnr": 31.5, "ssim": 0.9})
+
+
 @pytest.fixture
 def sample_png() -> bytes:
     return png_bytes(textured_image(96, 64))
 
 
-def free_loopback_ports(count: int) -> list[int]:
-    """Ports the OS reports free on 127.0.0.1 right now (all held open together, so distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+@dataclass(frozen=True)
+class Deployment:
+    """A running test TorchServe: its client, model store (holding a v2.0 archive not yet
+    registered), config and run directory (key file, logs, default history)."""
 
-
-def loopback_config(source: Path, target: Path) -> Path:
-    """The repo's config.properties with every listener moved to a free loopback port."""
-    inference, management, metrics, grpc_inference, grpc_management = free_loopback_ports(5)
-    overrides = {
-        "inference_address": f"http://127.0.0.1:{inference}",
-        "management_address": f"http://127.0.0.1:{management}",
-        "metrics_address": f"http://127.0.0.1:{metrics}",
-        "grpc_inference_port": str(grpc_inference),
-        "grpc_management_port": str(grpc_management),
-    }
-    kept = [line for line in source.read_text().splitlines() if line.partition("=")[0].strip() not in overrides]
-    target.write_text("\n".join(kept + [f"{key}={value}" for key, value in overrides.items()]) + "\n")
-    return target
-
-
-def stop_torchserve(run_dir: Path, env: Mapping[str, str]) -> None:
-    """torchserve --stop, then kill whatever of the frontend and its workers is still alive."""
-    pid = server.server_pid(env)
-    try:
-        frontend = psutil.Process(pid) if pid else None
-        family = [frontend, *frontend.children(recursive=True)] if frontend else []
-    except psutil.Error:
-        family = []
-    with contextlib.suppress(server.ServerError):  # the kill below is the backstop
-        server.stop(run_dir, env)
-    _, alive = psutil.wait_procs(family, timeout=30)
-    for process in alive:
-        process.kill()
-    psutil.wait_procs(alive, timeout=10)
+    client: TorchServeClient
+    store: Path
+    config: Path
+    run_dir: Path
+    v2_archive: Path
 
 
 @pytest.fixture(scope="session")
-def torchserve(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServeClient]:
-    """A real TorchServe serving the tiny model on free loopback ports, stopped at the end of the session."""
+def torchserve_deployment(
+    tiny_checkpoint: Path, identity_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """A real TorchServe serving the tiny model as deblur 1.0 on free loopback ports, stopped at the
+    end of the session. The store also holds the identity model as deblur 2.0, for version tests."""
     if shutil.which("java") is None:
         pytest.skip("TorchServe needs Java, which is not installed")
     root = tmp_path_factory.mktemp("torchserve")
     store = build_archive(ArchiveSpec(tiny_checkpoint, "1.0", export_path=root / "model_store")).parent
-    config = loopback_config(server.DEFAULT_CONFIG, root / "config.properties")
-    run_dir, private_tmp = root / "run", root / "tmp"
-    private_tmp.mkdir()
-    # A private TMPDIR/TEMP gives this server its own pid file, worker sockets and extracted
-    # archives, so `torchserve --stop` below can never stop a developer's server.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLUR_")}
-    env |= {"TMPDIR": str(private_tmp), "TEMP": str(private_tmp)}
+    v2_archive = build_archive(ArchiveSpec(identity_checkpoint, "2.0", export_path=store))
+    private = PrivateServer(store, root)
     try:
-        try:
-            client = server.start(store, config, run_dir, timeout=180, env=env)
-        except server.ServerError as exc:
-            pytest.fail(f"TorchServe did not come up: {exc}", pytrace=False)
+        client = private.__enter__()
+    except server.ServerError as exc:
+        pytest.fail(f"TorchServe did not come up: {exc}", pytrace=False)
+    try:
         client.timeout = 120.0
-        yield client
+        yield Deployment(client, store, private.config, private.run_dir, v2_archive)
     finally:
-        stop_torchserve(run_dir, env)
+        private.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def torchserve(torchserve_deployment: Deployment) -> TorchServeClient:
+    """The client of the session's real TorchServe (see ``torchserve_deployment``)."""
+    return torchserve_deployment.client

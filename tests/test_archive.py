@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import yaml
 from model_archive.__main__ import main
 from model_archive.build import REPO_ROOT, ArchiveError, ArchiveSpec, HandlerSettings, build_archive
 
-FORBIDDEN_TOP_LEVEL = ("train/", "demo/", "serve/", "tests/", "handler/", "model_archive/", "bench/", "mlruns/")
+FORBIDDEN_TOP_LEVEL = ("train/", "demo/", "serve/", "tests/", "model_archive/", "bench/", "mlruns/")
+SERVED_HANDLER_MODULES = {"handler/__init__.py", "handler/request.py", "handler/pipeline.py"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,8 @@ def read_member(mar: Path, name: str) -> str:
 def test_archive_contains_inference_side_only(mar: Path) -> None:
     names = archive_names(mar)
     core = {f"deblur/{path.name}" for path in (REPO_ROOT / "deblur").glob("*.py")}
-    assert {"deblur_handler.py", "tiny.pt", "model-config.yaml", "MAR-INF/MANIFEST.json"} | core == names
+    top = {"deblur_handler.py", "tiny.pt", "model-config.yaml", "training.json", "MAR-INF/MANIFEST.json"}
+    assert top | core | SERVED_HANDLER_MODULES == names  # no handler/cli.py: the folder CLI is not served
     assert not [name for name in names if name.startswith(FORBIDDEN_TOP_LEVEL) or "__pycache__" in name]
 
 
@@ -53,7 +56,41 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
     config = yaml.safe_load(read_member(mar, "model-config.yaml"))
     assert (config["minWorkers"], config["maxWorkers"], config["batchSize"]) == (1, 1, 1)
     assert config["responseTimeout"] >= 600
-    assert config["handler"] == {"tile_size": 256, "overlap": 64, "tile_batch": 4, "max_pixels": 4096 * 4096}
+    assert config["handler"] == {
+        "tile_size": 256,
+        "overlap": 64,
+        "tile_batch": 4,
+        "max_pixels": 4096 * 4096,
+        "precision": "auto",
+    }
+
+
+def test_training_record_is_in_the_archive(mar: Path, tiny_checkpoint: Path) -> None:
+    record = json.loads(read_member(mar, "training.json"))
+    assert record["checkpoint"] == "tiny.pt"
+    assert (record["epoch"], record["metrics"]) == (0, {"psnr": 0.0})
+    assert record["model_config"]["base_ch"] == 8
+    assert record["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+
+
+def test_version_names_the_file(identity_checkpoint: Path, tmp_path: Path) -> None:
+    mar = build_archive(ArchiveSpec(identity_checkpoint, "2.0", export_path=tmp_path))
+    assert mar == tmp_path / "deblur_v2.0.mar"
+    assert json.loads(read_member(mar, "MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "2.0"
+    assert json.loads(read_member(mar, "training.json"))["metrics"] == {"psnr": 31.5, "ssim": 0.9}
+
+
+@pytest.mark.parametrize(("name", "version"), [("deblur", "2.0/../x"), ("deblur", ""), ("../deblur", "1.0")])
+def test_unsafe_names_are_refused(tiny_checkpoint: Path, tmp_path: Path, name: str, version: str) -> None:
+    with pytest.raises(ArchiveError, match="use"):
+        build_archive(ArchiveSpec(tiny_checkpoint, version, model_name=name, export_path=tmp_path))
+
+
+def test_non_checkpoint_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"not a checkpoint")
+    with pytest.raises(ArchiveError, match="not a readable torch checkpoint"):
+        build_archive(ArchiveSpec(fake, "1.0", export_path=tmp_path))
 
 
 def test_extracted_archive_imports_handler_without_the_repo(mar: Path, tmp_path: Path) -> None:
@@ -98,5 +135,5 @@ def test_cli_builds_without_importing_torch(tiny_checkpoint: Path, tmp_path: Pat
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(tmp_path / "deblur.mar")
-    assert zipfile.is_zipfile(tmp_path / "deblur.mar")
+    assert result.stdout.strip() == str(tmp_path / "deblur_v3.1.mar")
+    assert zipfile.is_zipfile(tmp_path / "deblur_v3.1.mar")

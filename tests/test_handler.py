@@ -1,138 +1,346 @@
-"""DeblurHandler with TorchServe's own Context objects, no server: rows in, PNG bytes out."""
+"""DeblurHandler with TorchServe's own Context and metrics cache, no server: rows in, answers out."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
+import ts
 from PIL import Image
 from ts.context import Context, RequestProcessor
-from ts.metrics.metrics_store import MetricsStore
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.utils.util import PredictionException
 
-from handler.deblur_handler import HANDLER_DEFAULTS, DeblurHandler
+from deblur.imageio import decode_image
+from deblur.metrics import psnr, ssim, to_unit_range
+from handler.deblur_handler import METRIC_INFERENCE_MS, METRIC_MEGAPIXELS, METRIC_TILES, DeblurHandler
+from handler.pipeline import self_ensemble
+from handler.request import ServingDefaults
+from model_archive.build import HandlerSettings
 from tests.conftest import png_bytes, textured_image
 
+TS_METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"  # the worker's default
 
-def make_context(model_dir: Path, yaml_config: dict[str, Any] | None = None) -> Context:
-    manifest = {"model": {"modelName": "deblur", "serializedFile": "tiny.pt", "handler": "deblur_handler.py"}}
-    metrics = MetricsStore({0: "request-0"}, "deblur")
+
+def make_context(
+    model_dir: Path, yaml_config: dict[str, Any] | None = None, checkpoint: str = "tiny.pt", version: str = "1.0"
+) -> Context:
+    manifest = {
+        "model": {
+            "modelName": "deblur",
+            "modelVersion": version,
+            "serializedFile": checkpoint,
+            "handler": "deblur_handler.py",
+        }
+    }
+    metrics = MetricsCacheYamlImpl(str(TS_METRICS_YAML))  # what the worker builds
+    metrics.initialize_cache()
+    metrics.model_name = "deblur"
     return Context("deblur", str(model_dir), manifest, 1, None, "0.12.0", True, metrics, yaml_config or {})
 
 
-def start_batch(context: Context, rows: list[dict[str, Any]]) -> None:
+def run(
+    handler: DeblurHandler, context: Context, rows: list[dict[str, Any]], headers: dict[str, Any] | None = None
+) -> list[bytes]:
     """What TorchServe's Service.predict sets before calling the handler."""
     context.request_ids = {idx: f"request-{idx}" for idx in range(len(rows))}
-    context.request_processor = [RequestProcessor({}) for _ in rows]
-
-
-def run(handler: DeblurHandler, context: Context, rows: list[dict[str, Any]]) -> list[bytes]:
-    start_batch(context, rows)
+    context.request_processor = [RequestProcessor(dict(headers or {})) for _ in rows]
+    context.metrics.set_request_ids(context.request_ids)
     return handler.handle(rows, context)
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path, tiny_checkpoint: Path) -> Path:
-    shutil.copy(tiny_checkpoint, tmp_path / "tiny.pt")  # as TorchServe extracts the .mar
-    return tmp_path
+def run_json(handler: DeblurHandler, context: Context, document: dict[str, Any], **headers: str) -> dict[str, Any]:
+    [answer] = run(handler, context, [{"body": document}], {"body": {"content-type": "application/json"}, **headers})
+    assert context.get_response_content_type(0) == "application/json"
+    return json.loads(answer)
 
 
-@pytest.fixture
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# Module scope: the handler keeps no per-request state, so one instance serves every test (as a worker does).
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, identity_checkpoint: Path) -> Path:
+    directory = tmp_path_factory.mktemp("model_dir")
+    shutil.copy(tiny_checkpoint, directory / "tiny.pt")  # as TorchServe extracts the .mar
+    shutil.copy(identity_checkpoint, directory / "identity.pt")
+    return directory
+
+
+@pytest.fixture(scope="module")
 def context(model_dir: Path) -> Context:
     return make_context(model_dir)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def handler(context: Context) -> DeblurHandler:
     handler = DeblurHandler()
     handler.initialize(context)
     return handler
 
 
-def decode_png(data: bytes) -> Image.Image:
+@pytest.fixture(scope="module")
+def identity(model_dir: Path) -> tuple[DeblurHandler, Context]:
+    context = make_context(model_dir, checkpoint="identity.pt", version="2.0")
+    handler = DeblurHandler()
+    handler.initialize(context)
+    return handler, context
+
+
+def open_answer(data: bytes, fmt: str = "PNG") -> Image.Image:
     image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG"
+    assert image.format == fmt
     return image
 
 
 def test_initialize_uses_defaults_and_cpu(handler: DeblurHandler) -> None:
     assert handler.initialized
     assert handler.device.type == "cpu"
-    assert (handler.tile_size, handler.overlap, handler.tile_batch, handler.max_pixels) == tuple(
-        HANDLER_DEFAULTS.values()
-    )
+    assert handler.defaults == ServingDefaults()
+    assert (handler.model_name, handler.model_version) == ("deblur", "1.0")
     assert not handler.model.training
+
+
+def test_archive_and_handler_agree_on_settings() -> None:
+    assert HandlerSettings.__dataclass_fields__.keys() == ServingDefaults.__dataclass_fields__.keys()
+    assert tuple(vars(HandlerSettings()).values()) == tuple(vars(ServingDefaults()).values())
 
 
 def test_png_in_same_size_png_out(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
     [output] = run(handler, context, [{"body": sample_png}])
-    assert decode_png(output).size == Image.open(io.BytesIO(sample_png)).size
+    assert open_answer(output).size == (96, 64)
     assert context.get_response_content_type(0) == "image/png"
 
 
 @pytest.mark.parametrize("key", ["data", "file"])
 def test_multipart_field_is_accepted(handler: DeblurHandler, context: Context, sample_png: bytes, key: str) -> None:
     [output] = run(handler, context, [{key: bytearray(sample_png)}])
-    assert decode_png(output).size == (96, 64)
+    assert open_answer(output).size == (96, 64)
 
 
-def test_base64_and_json_payloads(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
-    encoded = base64.b64encode(sample_png).decode()
-    rows = [{"body": encoded}, {"body": {"image": f"data:image/png;base64,{encoded}"}}]
-    outputs = run(handler, context, rows)
-    assert [decode_png(out).size for out in outputs] == [(96, 64), (96, 64)]
-    assert [context.get_response_content_type(idx) for idx in range(2)] == ["image/png", "image/png"]
+def test_base64_string_and_data_url_bodies(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
+    for body in (b64(sample_png), f"data:image/png;base64,{b64(sample_png)}"):
+        [output] = run(handler, context, [{"body": body}])
+        assert open_answer(output).size == (96, 64)
 
 
-def test_alpha_channel_is_kept(handler: DeblurHandler, context: Context) -> None:
-    rgba = np.dstack([textured_image(40, 30), np.full((30, 40), 128, np.uint8)])
-    [output] = run(handler, context, [{"body": png_bytes(rgba)}])
-    image = decode_png(output)
+@pytest.mark.parametrize(
+    ("accept", "fmt", "mime"),
+    [
+        ("image/jpeg", "JPEG", "image/jpeg"),
+        ("image/webp;q=0.9, image/jpeg;q=0.5", "WEBP", "image/webp"),
+        ("text/html, */*", "PNG", "image/png"),
+    ],
+)
+def test_accept_header_picks_the_format(
+    handler: DeblurHandler, context: Context, sample_png: bytes, accept: str, fmt: str, mime: str
+) -> None:
+    [output] = run(handler, context, [{"body": sample_png}], {"Accept": accept})
+    assert open_answer(output, fmt).size == (96, 64)
+    assert context.get_response_content_type(0) == mime
+
+
+def test_json_request_gets_the_documented_answer(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
+    answer = run_json(handler, context, {"image": f"data:image/png;base64,{b64(sample_png)}", "tile_size": 64})
+    assert set(answer) == {"image", "format", "width", "height", "model", "timing_ms", "tiles", "metrics"} - {"metrics"}
+    assert (answer["format"], answer["width"], answer["height"]) == ("png", 96, 64)
+    assert answer["model"] == {"name": "deblur", "version": "1.0"}
+    assert set(answer["timing_ms"]) == {"decode", "inference", "encode"}
+    assert all(value >= 0 for value in answer["timing_ms"].values())
+    assert answer["tiles"] == 2  # 96 px wide in 64-px tiles with the default overlap shrunk to 32
+    assert open_answer(base64.b64decode(answer["image"])).size == (96, 64)
+
+
+def test_json_body_without_json_content_type(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
+    body = json.dumps({"image": b64(sample_png), "format": "webp"}).encode()
+    [output] = run(handler, context, [{"body": body}], {"body": {"content-type": "text/plain"}})
+    answer = json.loads(output)
+    assert answer["format"] == "webp"
+    assert open_answer(base64.b64decode(answer["image"]), "WEBP").size == (96, 64)
+
+
+def test_format_field_wins_over_accept(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
+    answer = run_json(handler, context, {"image": b64(sample_png), "format": "jpeg"}, Accept="image/webp")
+    assert open_answer(base64.b64decode(answer["image"]), "JPEG").size == (96, 64)
+
+
+def test_metrics_only_with_ground_truth_and_match_direct_computation(handler: DeblurHandler, context: Context) -> None:
+    sharp = textured_image(80, 48, seed=1)
+    blurred = np.asarray(Image.fromarray(sharp).resize((40, 24)).resize((80, 48)))
+    assert "metrics" not in run_json(handler, context, {"image": b64(png_bytes(blurred))})
+
+    answer = run_json(handler, context, {"image": b64(png_bytes(blurred)), "ground_truth": b64(png_bytes(sharp))})
+    output = to_unit_range(decode_image(base64.b64decode(answer["image"])).pixels)
+    target = to_unit_range(decode_image(png_bytes(sharp)).pixels)
+    source = to_unit_range(decode_image(png_bytes(blurred)).pixels)
+    expected = {
+        "psnr": psnr(output, target),
+        "ssim": ssim(output, target),
+        "input_psnr": psnr(source, target),
+        "input_ssim": ssim(source, target),
+    }
+    assert answer["metrics"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_identical_ground_truth_reports_null_psnr(identity: tuple[DeblurHandler, Context], sample_png: bytes) -> None:
+    handler, context = identity
+    answer = run_json(handler, context, {"image": b64(sample_png), "ground_truth": b64(sample_png)})
+    assert answer["metrics"]["psnr"] is None and answer["metrics"]["input_psnr"] is None
+    assert answer["metrics"]["ssim"] == pytest.approx(1.0)
+
+
+def test_self_ensemble_is_rotation_equivariant(handler: DeblurHandler, context: Context) -> None:
+    """Averaging over the 8 flips/rotations makes the output commute with them; the plain model does not."""
+    image = decode_image(png_bytes(textured_image(40, 24, seed=3))).pixels
+    turned = torch.rot90(image, 1, dims=(-2, -1)).contiguous()
+    with torch.inference_mode():
+        plain = handler.model(image[None])[0]
+        plain_turned = handler.model(turned[None])[0]
+        ensemble = self_ensemble(lambda x: handler.model(x[None])[0], image)
+        ensemble_turned = self_ensemble(lambda x: handler.model(x[None])[0], turned)
+    assert not torch.allclose(torch.rot90(plain, 1, dims=(-2, -1)), plain_turned, atol=1e-3)
+    assert torch.allclose(torch.rot90(ensemble, 1, dims=(-2, -1)), ensemble_turned, atol=1e-5)
+
+
+def test_self_ensemble_request_runs_eight_passes(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
+    plain = run_json(handler, context, {"image": b64(sample_png)})
+    ensemble = run_json(handler, context, {"image": b64(sample_png), "self_ensemble": True})
+    assert (plain["tiles"], ensemble["tiles"]) == (1, 8)
+    assert plain["image"] != ensemble["image"]
+
+
+def test_alpha_is_returned_bit_exact(handler: DeblurHandler, context: Context) -> None:
+    alpha = np.arange(40 * 30, dtype=np.uint32).reshape(30, 40).astype(np.uint8)
+    [output] = run(handler, context, [{"body": png_bytes(np.dstack([textured_image(40, 30), alpha]))}])
+    image = open_answer(output)
     assert image.mode == "RGBA"
-    assert np.all(np.asarray(image)[:, :, 3] == 128)
+    assert np.array_equal(np.asarray(image)[:, :, 3], alpha)
+
+
+def test_gray_stays_gray(handler: DeblurHandler, context: Context) -> None:
+    [output] = run(handler, context, [{"body": png_bytes(textured_image(40, 30)[:, :, 0])}])
+    assert open_answer(output).mode == "L"
+
+
+def test_sixteen_bit_png_stays_sixteen_bit(identity: tuple[DeblurHandler, Context]) -> None:
+    handler, context = identity
+    values = (np.arange(32 * 8, dtype=np.uint32).reshape(8, 32) * 257).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    [output] = run(handler, context, [{"body": buffer.getvalue()}])
+    image = open_answer(output)
+    assert output[24] == 16 and image.mode.startswith("I")  # IHDR bit depth
+    assert np.abs(np.asarray(image).astype(np.int64) - values).max() <= 1  # identity model
+
+
+def test_exif_rotated_photo_comes_back_upright(identity: tuple[DeblurHandler, Context]) -> None:
+    handler, context = identity
+    stored = textured_image(48, 32)  # as the camera stored it; orientation 6 = "rotate 90° CW to display"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", quality=98, exif=exif.tobytes())
+    [output] = run(handler, context, [{"body": buffer.getvalue()}])
+    image = open_answer(output)
+    assert image.size == (32, 48) and "exif" not in image.info
+    answer = np.asarray(image).astype(np.int64)
+    upright, wrong = (np.rot90(stored, k=k).astype(np.int64) for k in (-1, 1))  # 90° clockwise / counter
+    assert np.abs(answer - upright).mean() * 4 < np.abs(answer - wrong).mean()  # JPEG noise, not a rotation
 
 
 def test_yaml_settings_override_defaults(model_dir: Path) -> None:
     context = make_context(model_dir, {"handler": {"tile_size": 32, "overlap": 8, "tile_batch": 3}})
     handler = DeblurHandler()
     handler.initialize(context)
-    assert (handler.tile_size, handler.overlap, handler.tile_batch) == (32, 8, 3)
-    [output] = run(handler, context, [{"data": png_bytes(textured_image(70, 50))}])  # several tiles
-    assert decode_png(output).size == (70, 50)
+    assert handler.defaults == ServingDefaults(tile_size=32, overlap=8, tile_batch=3)
+    answer = run_json(handler, context, {"image": b64(png_bytes(textured_image(70, 50)))})
+    assert answer["tiles"] == 3 * 2
+
+
+@pytest.mark.parametrize(
+    "section", [{"tile_size": 8}, {"tile_size": 64, "overlap": 40}, {"tile_batch": 0}, {"tile": 64}]
+)
+def test_nonsense_yaml_settings_fail_initialize(model_dir: Path, section: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        DeblurHandler().initialize(make_context(model_dir, {"handler": section}))
+
+
+GOOD = b64(png_bytes(textured_image(24, 16)))
 
 
 @pytest.mark.parametrize(
     ("row", "status", "words"),
     [
         ({"body": b"definitely not an image"}, 415, "not a supported image"),
+        ({"body": b"%PDF-1.4\n1 0 obj<<>>endobj\n"}, 415, "not a supported image"),
         ({"body": b""}, 400, "empty body"),
-        ({"body": png_bytes(textured_image(64, 48))[:200]}, 400, "corrupt"),
-        ({"body": "@@not base64@@"}, 400, "base64"),
-        ({"body": {"other": 1}}, 400, "unsupported payload"),
+        ({"body": png_bytes(textured_image(64, 48))[:200]}, 400, "corrupt or truncated"),
+        ({"body": "@@not base64@@"}, 400, "not valid base64"),
         ({}, 400, "no image"),
+        ({"body": b'{"image": '}, 400, "not valid JSON"),
+        ({"body": b'{"a":' * 100_000 + b"1" + b"}" * 100_000}, 400, "not valid JSON"),
+        ({"body": [1, 2]}, 400, "must be an object"),
+        ({"body": {"tile_size": 64}}, 400, "field 'image' is required"),
+        ({"body": {"image": GOOD, "colour": "red"}}, 400, "unknown field 'colour'"),
+        ({"body": {"image": 3}}, 400, "field 'image' must be a string"),
+        ({"body": {"image": GOOD, "tile_size": "big"}}, 400, "field 'tile_size' must be an integer"),
+        ({"body": {"image": GOOD, "tile_size": True}}, 400, "field 'tile_size' must be an integer"),
+        ({"body": {"image": GOOD, "self_ensemble": "yes"}}, 400, "field 'self_ensemble' must be true or false"),
+        ({"body": {"image": GOOD, "tile_size": 4}}, 400, "field 'tile_size' must be between 32 and 2048"),
+        ({"body": {"image": GOOD, "tile_size": 100000}}, 400, "field 'tile_size' must be between"),
+        ({"body": {"image": GOOD, "overlap": -1}}, 400, "field 'overlap' must be between 0"),
+        ({"body": {"image": GOOD, "tile_size": 64, "overlap": 64}}, 400, "field 'overlap'"),
+        ({"body": {"image": GOOD, "format": "gif"}}, 400, "field 'format' must be one of png, jpeg, webp"),
+        ({"body": {"image": "%%%"}}, 400, "field 'image' is not valid base64"),
+        ({"body": {"image": ""}}, 400, "field 'image' is empty"),
+        ({"body": {"image": GOOD, "ground_truth": "!!"}}, 400, "field 'ground_truth' is not valid base64"),
+        (
+            {"body": {"image": GOOD, "ground_truth": b64(png_bytes(textured_image(16, 24)))}},
+            400,
+            "field 'ground_truth' is 16×24 but the image is 24×16",
+        ),
+        ({"body": {"image": GOOD, "ground_truth": b64(b"GIF89a" + bytes(20))}}, 415, "not a supported image"),
     ],
 )
-def test_bad_input_is_a_4xx_prediction_exception(
-    handler: DeblurHandler, context: Context, row: dict[str, Any], status: int, words: str
+def test_bad_input_is_a_4xx_and_the_worker_carries_on(
+    handler: DeblurHandler, context: Context, sample_png: bytes, row: dict[str, Any], status: int, words: str
 ) -> None:
     with pytest.raises(PredictionException) as caught:
         run(handler, context, [row])
     assert caught.value.error_code == status
     assert words in caught.value.message
+    [output] = run(handler, context, [{"body": sample_png}])
+    assert open_answer(output).size == (96, 64)
 
 
-def test_pixel_cap_from_yaml_gives_413(model_dir: Path, sample_png: bytes) -> None:
+def test_pixel_cap_from_yaml_gives_422(model_dir: Path, sample_png: bytes) -> None:
     context = make_context(model_dir, {"handler": {"max_pixels": 1000}})
     handler = DeblurHandler()
     handler.initialize(context)
     with pytest.raises(PredictionException) as caught:
         run(handler, context, [{"body": sample_png}])
-    assert caught.value.error_code == 413
+    assert caught.value.error_code == 422  # 413 would reach the client as 507 (see STATUS_REWRITES)
+    assert "the limit is 1000" in caught.value.message
+
+
+def test_custom_metrics_are_emitted(
+    handler: DeblurHandler, context: Context, sample_png: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        run(handler, context, [{"body": sample_png}])
+    lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("[METRICS]")]
+    assert any(line.startswith(f"[METRICS]{METRIC_TILES}.Count:1|#ModelVersion:1.0,") for line in lines), lines
+    assert any(line.startswith(f"[METRICS]{METRIC_MEGAPIXELS}.MP:0.006144|") for line in lines), lines
+    assert any(line.startswith(f"[METRICS]{METRIC_INFERENCE_MS}.Milliseconds:") for line in lines), lines
 
 
 def test_missing_checkpoint_fails_initialize(tmp_path: Path) -> None:

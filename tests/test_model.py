@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 from conftest import TINY_CONFIG
@@ -64,14 +66,8 @@ def test_checkpoint_round_trip(tmp_path, half: bool) -> None:
     path = save_checkpoint(tmp_path / "m.pt", model, config, epoch=3, metrics={"psnr": 27.5}, half=half)
 
     payload = read_checkpoint(path)
-    assert payload["model_config"] == {
-        "arch": "deblur_unet",
-        "in_ch": 3,
-        "out_ch": 3,
-        "base_ch": 8,
-        "groups": 8,
-        "residual": True,
-    }
+    assert payload["model_config"] == asdict(config)
+    assert ModelConfig.from_dict(payload["model_config"]) == config
     assert payload["epoch"] == 3 and payload["metrics"] == {"psnr": 27.5}
 
     restored = load_model(path, "cpu")
@@ -80,6 +76,20 @@ def test_checkpoint_round_trip(tmp_path, half: bool) -> None:
     with torch.inference_mode():
         expected, actual = model(x), restored(x)
     torch.testing.assert_close(actual, expected, atol=2e-2 if half else 0, rtol=0)
+
+
+def test_checkpoints_from_before_nafnet_still_load(tmp_path) -> None:
+    # The first checkpoints stored exactly these keys; the fields added since have defaults.
+    torch.manual_seed(2)
+    model = DeblurUNet(ModelConfig(base_ch=8, residual=True))
+    legacy = {"arch": "deblur_unet", "in_ch": 3, "out_ch": 3, "base_ch": 8, "groups": 8, "residual": True}
+    payload = {"format": 1, "model_config": legacy, "state_dict": model.state_dict(), "epoch": 0, "metrics": {}}
+    torch.save(payload, tmp_path / "old.pt")
+    restored = load_model(tmp_path / "old.pt")
+    assert isinstance(restored, DeblurUNet) and restored.config == ModelConfig(base_ch=8, residual=True)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.equal(restored(x), model.eval()(x))
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path) -> None:

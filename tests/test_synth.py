@@ -54,3 +54,13 @@ def test_synthesize_writes_paired_layout(tmp_path: Path) -> None:
     for pair in train:
         twin = tmp_path / "again" / "train" / "blur" / pair.blur.name
         assert np.array_equal(np.asarray(Image.open(pair.blur)), np.asarray(Image.open(twin)))
+
+
+def test_unreadable_photos_are_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(textured_image(40, 30, seed=1)).save(src / "ok.png")
+    (src / "broken.png").write_bytes(b"not really a png")
+    Image.fromarray(textured_image(12, 9, seed=2)).save(src / "tiny.png")  # smaller than --min-side
+    assert synthesize(src, tmp_path / "out", val_fraction=0, previews=False, min_side=20) == 1
+    assert [p.blur.name for p in find_pairs(tmp_path / "out" / "train")] == ["ok_0001_0.png"]

@@ -1,7 +1,8 @@
 """Training configuration: one dataclass, exposed as argparse flags, optionally seeded from YAML.
 
 Defaults follow seed 001's final configuration (AdamW 2e-4, weight decay 1e-4, cosine to 1e-6,
-clip 1.0, MS-SSIM+Charbonnier, 256 px patches, 512/64 validation tiling).
+clip 1.0, MS-SSIM+Charbonnier, 256 px patches, 512/64 validation tiling) and, for ``--model
+nafnet``, NAFNet-GoPro's block counts (seed 002's "default").
 """
 
 from __future__ import annotations
@@ -14,16 +15,30 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from deblur.model import ARCHITECTURES, ModelConfig
+
 LOSSES = ("combined", "charbonnier")
+BLUR_KINDS = ("blur", "blur_gamma")
+CHOICES = {"loss": LOSSES, "model": ARCHITECTURES, "blur_kind": BLUR_KINDS}
+TLC_SCALE = 1.5  # NAFNet's TLC window: 1.5 × the training patch size (384 for 256)
 
 
 @dataclass
 class TrainConfig:
     data: Path = Path("data")
     out_dir: Path = Path("outputs")
+    # data: <data>/train plus validation from <data>/<val_dir>; layouts in train/data.py
+    blur_kind: str = "blur"  # GOPRO_Large only: "blur" or "blur_gamma"
+    val_dir: str = "val"  # "train" with --val-fraction holds out part of train
+    val_fraction: float = 0.0  # > 0: validate on this seeded fraction of val_dir (seed 002 halves GoPro test)
     # model
-    base_ch: int = 32
-    residual: bool = False
+    model: str = "deblur_unet"
+    base_ch: int = 32  # DeblurUNet base channels / NAFNet width
+    residual: bool = False  # DeblurUNet only
+    enc_blocks: tuple[int, ...] = (1, 1, 1, 28)  # NAFNet only
+    middle_blocks: int = 1  # NAFNet only
+    dec_blocks: tuple[int, ...] = (1, 1, 1, 1)  # NAFNet only
+    tlc: bool = False  # NAFNet only: validate and export with TLC (local statistics)
     # optimisation
     epochs: int = 200
     batch_size: int = 8
@@ -41,24 +56,59 @@ class TrainConfig:
     val_tile: int = 512
     val_overlap: int = 64
     max_val_images: int = 0  # 0: all
+    num_samples: int = 3  # before/after/ground-truth images logged per validation
+    # checkpoints and tracking
+    checkpoint_every: int = 10  # epochs between resumable checkpoints (last.pt)
+    resume: Path | None = None
+    experiment: str = "deblur"
+    run_name: str = ""
+    registered_model_name: str = ""  # register the best model under this name ("" = don't)
     # runtime
     device: str = "auto"
     num_workers: int = 2
     seed: int = 0
-    experiment: str = "deblur"
-    run_name: str = ""
-    resume: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("epochs", "batch_size", "patch_size", "repeat", "val_every", "val_tile"):
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        positive = ("epochs", "batch_size", "patch_size", "repeat", "val_every", "val_tile", "checkpoint_every")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_dir == "train" and self.val_fraction == 0:
+            raise ValueError("val_dir 'train' needs --val-fraction > 0 (the share of train held out)")
+        if self.tlc and self.model != "nafnet":
+            raise ValueError("--tlc applies to --model nafnet only")
+        self.enc_blocks, self.dec_blocks = tuple(self.enc_blocks), tuple(self.dec_blocks)
+
+    def model_config(self, *, inference: bool = False) -> ModelConfig:
+        """The architecture to train, or with ``inference=True`` the one to validate and export (TLC)."""
+        tlc_window = round(TLC_SCALE * self.patch_size) if inference and self.tlc else 0
+        return ModelConfig(
+            arch=self.model,
+            base_ch=self.base_ch,
+            residual=self.residual,
+            enc_blocks=self.enc_blocks,
+            middle_blocks=self.middle_blocks,
+            dec_blocks=self.dec_blocks,
+            tlc_window=tlc_window,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/checkpoint types: paths as strings, tuples as lists."""
+        values = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def to_yaml(self) -> str:
+        """The resolved config; ``--config`` accepts it back."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def to_params(self) -> dict[str, str]:
         """Flat string params for MLflow."""
-        return {k: str(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: str(v) for k, v in self.to_dict().items()}
 
 
 def _flag(name: str) -> str:
@@ -70,14 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML file whose keys become defaults (flags override)")
     hints = get_type_hints(TrainConfig)
     for field in fields(TrainConfig):
-        kind = hints[field.name]
+        kind, flag = hints[field.name], _flag(field.name)
         if kind is bool:
-            parser.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
         elif kind == Path | None:
-            parser.add_argument(_flag(field.name), type=Path, default=field.default)
+            parser.add_argument(flag, type=Path, default=field.default)
+        elif kind == tuple[int, ...]:
+            parser.add_argument(flag, type=int, nargs="+", default=field.default, metavar="N")
         else:
-            choices = LOSSES if field.name == "loss" else None
-            parser.add_argument(_flag(field.name), type=kind, default=field.default, choices=choices)
+            parser.add_argument(flag, type=kind, default=field.default, choices=CHOICES.get(field.name))
     return parser
 
 

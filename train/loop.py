@@ -1,6 +1,7 @@
-"""The training loop: steps, validation through the serving tiler, checkpoints, MLflow.
+"""The training loop: steps, validation through the serving tiler, checkpoints, MLflow, DDP.
 
-``main(config)`` reads as the list of steps; each step is a short function.
+``main(config)`` reads as the list of steps; each step is a short function. The same code runs
+in one process or under ``torchrun`` (rank 0 validates, checkpoints, logs and talks to MLflow).
 """
 
 from __future__ import annotations
@@ -10,41 +11,52 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from deblur.imageio import to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
-from deblur.model import ModelConfig, build_model, count_parameters, read_checkpoint, save_checkpoint
+from deblur.model import ModelConfig, build_model, count_parameters, save_checkpoint
 from deblur.tiling import restore_tiled
+from train import tracking
+from train.checkpoints import Trainables, TrainState, restore_resumable, save_resumable
 from train.config import TrainConfig
-from train.data import FrameDataset, PatchDataset, check_pairs, find_pairs
-from train.losses import build_loss
+from train.data import (
+    EpochSampler,
+    FrameDataset,
+    Pair,
+    PatchDataset,
+    check_pairs,
+    seed_worker,
+    training_splits,
+)
+from train.distributed import DistContext, barrier, broadcast_flag, init_distributed, mean_across_ranks, shutdown
+from train.losses import MS_SSIM_MIN_SIDE, build_loss
 
 log = logging.getLogger(__name__)
+LAST = "last.pt"
 
 
 @dataclass
-class TrainState:
-    epoch: int = 0  # epochs completed
-    step: int = 0
-    best_psnr: float = -math.inf
-    best_path: Path | None = None
-    epochs_since_best: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+class Session:
+    """One training run's objects, so the steps below take one argument instead of ten."""
 
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    config: TrainConfig
+    context: DistContext
+    device: torch.device
+    trainables: Trainables
+    net: nn.Module  # the model as trained: DDP-wrapped under torchrun
+    loss_fn: nn.Module
+    loader: DataLoader
+    frames: FrameDataset
+    state: TrainState
 
 
 def seed_everything(seed: int) -> None:
@@ -61,127 +73,127 @@ def autocast_context(device: torch.device, enabled: bool) -> contextlib.Abstract
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_loaders(config: TrainConfig) -> tuple[DataLoader, FrameDataset]:
-    train_pairs = find_pairs(config.data / "train")
-    val_pairs = find_pairs(config.data / "val")
+def load_pairs(config: TrainConfig) -> tuple[list[Pair], list[Pair]]:
+    """Training and validation pairs, every file checked before any training starts."""
+    train_pairs, val_pairs = training_splits(
+        config.data, config.val_dir, config.val_fraction, config.blur_kind, config.seed
+    )
     check_pairs(train_pairs, min_side=config.patch_size)
     check_pairs(val_pairs)
+    if config.loss == "combined" and config.patch_size <= MS_SSIM_MIN_SIDE:
+        log.warning("MS-SSIM needs patches over %d px: with %d px the combined loss uses L1 instead",
+                    MS_SSIM_MIN_SIDE, config.patch_size)  # fmt: skip
     if config.max_val_images:
         val_pairs = val_pairs[: config.max_val_images]
     log.info("data: %d training pairs, %d validation frames", len(train_pairs), len(val_pairs))
-    patches = PatchDataset(train_pairs, config.patch_size, config.repeat, config.seed)
-    loader = DataLoader(
+    return train_pairs, val_pairs
+
+
+def make_loader(pairs: list[Pair], config: TrainConfig, context: DistContext) -> DataLoader:
+    patches = PatchDataset(pairs, config.patch_size, config.repeat, config.seed)
+    sampler = EpochSampler(patches, context.world_size, context.rank, config.seed)
+    return DataLoader(
         patches,
         batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(patches) >= config.batch_size,
+        sampler=sampler,
+        drop_last=len(sampler) >= config.batch_size,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
+        worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    return loader, FrameDataset(val_pairs)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    config: TrainConfig,
-    device: torch.device,
-    state: TrainState,
-) -> dict[str, float]:
-    model.train()
+def build_trainables(config: TrainConfig, device: torch.device) -> Trainables:
+    model = build_model(config.model_config()).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+    return Trainables(model, optimizer, scheduler, scaler)
+
+
+def wrap_for_training(model: nn.Module, context: DistContext, device: torch.device) -> nn.Module:
+    if not context.enabled:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def train_step(session: Session, blur: torch.Tensor, sharp: torch.Tensor) -> tuple[float, float]:
+    """One optimiser step; returns (loss, gradient norm before clipping)."""
+    config, parts, device = session.config, session.trainables, session.device
+    blur, sharp = blur.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
+    with autocast_context(device, config.amp):
+        prediction = session.net(blur)
+    loss = session.loss_fn(prediction.float(), sharp)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.unscale_(parts.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(session.net.parameters(), config.grad_clip)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return loss.item(), float(grad_norm)
+
+
+def train_one_epoch(session: Session) -> dict[str, float]:
+    """The rest of the current epoch (all of it unless resuming mid-epoch); means over all ranks."""
+    state = session.state
+    session.net.train()
+    session.loader.sampler.set_epoch(state.epoch, skip=state.batches_done * session.config.batch_size)
     losses, norms = [], []
-    for blur, sharp in tqdm(loader, desc=f"epoch {state.epoch + 1}", leave=False, dynamic_ncols=True):
-        blur, sharp = blur.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
-        with autocast_context(device, config.amp):
-            prediction = model(blur)
-        loss = loss_fn(prediction.float(), sharp)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+    batches = tqdm(session.loader, desc=f"epoch {state.epoch + 1}", leave=False, disable=not session.context.is_main)
+    for blur, sharp in batches:
+        loss, grad_norm = train_step(session, blur, sharp)
+        state.batches_done += 1
         state.step += 1
-        losses.append(loss.item())
-        norms.append(float(grad_norm))
-    return {"train_loss": float(np.mean(losses)), "grad_norm": float(np.mean(norms))}
+        losses.append(loss)
+        norms.append(grad_norm)
+        batches.set_postfix(loss=f"{loss:.4f}")
+    means = {"train_loss": np.mean(losses) if losses else math.nan, "grad_norm": np.mean(norms) if norms else math.nan}
+    return {k: mean_across_ranks(float(v), session.context, session.device) for k, v in means.items()}
+
+
+def inference_model(session: Session) -> tuple[nn.Module, ModelConfig]:
+    """The model as validated and exported: the trained one, or its TLC twin sharing the weights."""
+    model, config = session.trainables.model, session.config.model_config(inference=True)
+    if config == session.config.model_config():
+        return model.eval(), config
+    twin = build_model(config).to(session.device)
+    twin.load_state_dict(model.state_dict())
+    return twin.eval(), config
+
+
+def sample_strip(blur: torch.Tensor, restored: torch.Tensor, sharp: torch.Tensor) -> np.ndarray:
+    """(H, 3W, 3) uint8: blurred input | restored | ground truth."""
+    return np.concatenate([to_uint8(image) for image in (blur, restored, sharp)], axis=1)
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, frames: FrameDataset, loss_fn: nn.Module, config: TrainConfig, device: torch.device
-) -> dict[str, float]:
-    """Full-frame PSNR/SSIM through the serving tiler (so val numbers mean what served numbers mean)."""
-    model.eval()
+) -> tuple[dict[str, float], list[tuple[str, np.ndarray]]]:
+    """Full-frame PSNR/SSIM through the serving tiler, and the first ``num_samples`` frames as strips."""
     scores: dict[str, list[float]] = {"val_loss": [], "psnr": [], "ssim": [], "input_psnr": []}
-    for blur, sharp in frames:
+    samples = []
+    for index, (blur, sharp) in enumerate(frames):
         restored = restore_tiled(model, blur, config.val_tile, config.val_overlap, device=device).clamp(-1, 1)
         scores["val_loss"].append(loss_fn(restored[None], sharp[None]).item())
         out01, ref01 = to_unit_range(restored), to_unit_range(sharp)
         scores["psnr"].append(psnr(out01, ref01))
         scores["ssim"].append(ssim(out01, ref01))
         scores["input_psnr"].append(psnr(to_unit_range(blur), ref01))
-    return {name: float(np.mean(values)) for name, values in scores.items()}
+        if index < config.num_samples:
+            samples.append((frames.name(index), sample_strip(blur, restored, sharp)))
+    return {name: float(np.mean(values)) for name, values in scores.items()}, samples
 
 
-def save_resumable(
-    path: Path,
-    model: nn.Module,
-    model_config: ModelConfig,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    state: TrainState,
-    config: TrainConfig,
-) -> Path:
-    """Everything needed to continue the run exactly: weights, optimiser, schedule, scaler, RNG."""
-    return save_checkpoint(
-        path,
-        model,
-        model_config,
-        epoch=state.epoch,
-        metrics={"psnr": state.best_psnr},
-        extra={
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "train_state": {
-                "step": state.step,
-                "best_psnr": state.best_psnr,
-                "best_path": str(state.best_path or ""),
-                "epochs_since_best": state.epochs_since_best,
-            },
-            "train_config": {k: str(v) for k, v in vars(config).items()},
-            "torch_rng": torch.get_rng_state(),
-        },
-    )
-
-
-def restore_resumable(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-) -> TrainState:
-    payload = read_checkpoint(path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    scaler.load_state_dict(payload["scaler"])
-    torch.set_rng_state(payload["torch_rng"])
-    saved = payload["train_state"]
-    return TrainState(
-        epoch=payload["epoch"],
-        step=saved["step"],
-        best_psnr=saved["best_psnr"],
-        best_path=Path(saved["best_path"]) if saved["best_path"] else None,
-        epochs_since_best=saved["epochs_since_best"],
-    )
+def validate(session: Session, train_metrics: dict[str, float]) -> dict[str, float]:
+    """Rank 0: evaluate, log the sample strips, keep the checkpoint if it is the best so far."""
+    model, model_config = inference_model(session)
+    scores, samples = evaluate(model, session.frames, session.loss_fn, session.config, session.device)
+    tracking.log_samples(samples, session.state.epoch)
+    metrics = train_metrics | scores
+    save_if_best(model, model_config, metrics, session.config, session.state)
+    return metrics
 
 
 def save_if_best(
@@ -198,61 +210,98 @@ def save_if_best(
     return True
 
 
-def main(config: TrainConfig) -> TrainState:
-    """Train, validate every ``val_every`` epochs, keep the best checkpoint; returns the final state."""
-    seed_everything(config.seed)
-    device = pick_device(config.device)
-    loader, frames = make_loaders(config)
-    model_config = ModelConfig(base_ch=config.base_ch, residual=config.residual)
-    model = build_model(model_config).to(device)
-    loss_fn = build_loss(config.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+def save_last(session: Session) -> None:
+    path = session.config.out_dir / LAST
+    save_resumable(path, session.trainables, session.config.model_config(), session.state, session.config.to_dict())
+    log.info("resumable checkpoint %s (epoch %d, step %d)", path, session.state.epoch, session.state.step)
+
+
+def end_epoch(session: Session, metrics: dict[str, float]) -> bool:
+    """Rank 0's bookkeeping after an epoch; returns whether to stop early (decided on rank 0)."""
+    state, config = session.state, session.config
+    if not session.context.is_main:
+        return False
+    tracking.log_epoch(metrics, state.epoch)
+    state.history.append(metrics)
+    log.info("epoch %d: %s", state.epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if state.epoch % config.checkpoint_every == 0:
+        save_last(session)
+    if state.epochs_since_best >= config.patience:
+        log.info("early stop: no PSNR gain in %d epochs", state.epochs_since_best)
+        return True
+    return False
+
+
+def run_epochs(session: Session) -> None:
+    """Train until ``epochs`` or early stopping; Ctrl-C writes a resumable checkpoint first."""
+    state, config = session.state, session.config
+    try:
+        while state.epoch < config.epochs:
+            started = time.perf_counter()
+            metrics = train_one_epoch(session)
+            metrics["lr"] = session.trainables.optimizer.param_groups[0]["lr"]
+            session.trainables.scheduler.step()
+            state.epoch, state.batches_done = state.epoch + 1, 0
+            if session.context.is_main and (state.epoch % config.val_every == 0 or state.epoch == config.epochs):
+                metrics = validate(session, metrics)
+            barrier(session.context)
+            metrics["epoch_time"] = time.perf_counter() - started
+            if broadcast_flag(end_epoch(session, metrics), session.context, session.device):
+                break
+    except KeyboardInterrupt:
+        if session.context.is_main:
+            save_last(session)
+            log.warning("interrupted: continue with --resume %s", config.out_dir / LAST)
+        raise
+    if session.context.is_main and state.epoch % config.checkpoint_every:
+        save_last(session)  # the final state, unless end_epoch just wrote it
+
+
+def check_resume_schedule(config: TrainConfig, trainables: Trainables) -> None:
+    """The cosine schedule is fixed by --epochs when a run starts; a resumed run must keep it."""
+    planned = trainables.scheduler.T_max
+    if planned != config.epochs:
+        raise ValueError(f"{config.resume} was trained with --epochs {planned}; resume with --epochs {planned}")
+
+
+def build_session(config: TrainConfig, context: DistContext, device: torch.device) -> Session:
+    """Data checked, model, optimiser and schedule built, and restored when resuming."""
+    train_pairs, val_pairs = load_pairs(config)
+    trainables = build_trainables(config, device)
     state = TrainState()
     if config.resume:
-        state = restore_resumable(config.resume, model, optimizer, scheduler, scaler)
-        log.info("resumed from %s at epoch %d", config.resume, state.epoch)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("model %s: %d parameters on %s", model_config, count_parameters(model), device)
-    mlflow.set_experiment(config.experiment)
-    with mlflow.start_run(run_name=config.run_name or None):
-        mlflow.log_params(config.to_params() | {"parameters": count_parameters(model)})
-        run_epochs(model, model_config, loader, frames, loss_fn, optimizer, scheduler, scaler, config, device, state)
-        if state.best_path is not None:
-            mlflow.log_artifact(str(state.best_path), artifact_path="checkpoints")
-            mlflow.log_metric("best_psnr", state.best_psnr)
-    return state
+        state = restore_resumable(config.resume, trainables)
+        check_resume_schedule(config, trainables)
+        log.info("resumed from %s at epoch %d, step %d", config.resume, state.epoch, state.step)
+    log.info("model %s: %d parameters on %s ×%d", config.model_config(), count_parameters(trainables.model),
+             device, context.world_size)  # fmt: skip
+    return Session(
+        config=config,
+        context=context,
+        device=device,
+        trainables=trainables,
+        net=wrap_for_training(trainables.model, context, device),
+        loss_fn=build_loss(config.loss),
+        loader=make_loader(train_pairs, config, context),
+        frames=FrameDataset(val_pairs),
+        state=state,
+    )
 
 
-def run_epochs(
-    model: nn.Module,
-    model_config: ModelConfig,
-    loader: DataLoader,
-    frames: FrameDataset,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    config: TrainConfig,
-    device: torch.device,
-    state: TrainState,
-) -> None:
-    while state.epoch < config.epochs:
-        started = time.perf_counter()
-        loader.dataset.set_epoch(state.epoch)
-        metrics = train_one_epoch(model, loader, loss_fn, optimizer, scaler, config, device, state)
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        state.epoch += 1
-        if state.epoch % config.val_every == 0 or state.epoch == config.epochs:
-            metrics |= evaluate(model, frames, loss_fn, config, device)
-            save_if_best(model, model_config, metrics, config, state)
-        metrics["epoch_time"] = time.perf_counter() - started
-        mlflow.log_metrics(metrics, step=state.epoch)
-        state.history.append(metrics)
-        log.info("epoch %d: %s", state.epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        save_resumable(config.out_dir / "last.pt", model, model_config, optimizer, scheduler, scaler, state, config)
-        if state.epochs_since_best >= config.patience:
-            log.info("early stop: no PSNR gain in %d epochs", state.epochs_since_best)
-            break
+def main(config: TrainConfig) -> TrainState:
+    """Train, validate every ``val_every`` epochs, keep the best checkpoint; returns the final state."""
+    context, device = init_distributed(config.device)
+    try:
+        seed_everything(config.seed)
+        session = build_session(config, context, device)
+        if not context.is_main:
+            run_epochs(session)
+            return session.state
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        run_info = {"parameters": count_parameters(session.trainables.model), "world_size": context.world_size}
+        with tracking.tracked_run(config, session.state, run_info):
+            run_epochs(session)
+            tracking.log_result(session.state, config.registered_model_name)
+        return session.state
+    finally:
+        shutdown(context)

@@ -9,6 +9,7 @@ from pytorch_msssim import MS_SSIM
 from torch import nn
 
 log = logging.getLogger(__name__)
+MS_SSIM_MIN_SIDE = 160  # 5 scales with an 11-px window: pytorch-msssim needs sides > 160
 
 
 class CharbonnierLoss(nn.Module):
@@ -46,7 +47,9 @@ class CombinedLoss(nn.Module):
             structural = 1 - score.clamp(0, 1)
         except (AssertionError, ValueError, RuntimeError) as exc:
             self.fallbacks += 1
-            log.warning("MS-SSIM failed on a batch (%s); using L1 for its structural term", exc)
+            # Warn once: a cause like too-small patches would otherwise repeat on every batch.
+            report = log.warning if self.fallbacks == 1 else log.debug
+            report("MS-SSIM failed on a batch (%s); using L1 for its structural term (counted in fallbacks)", exc)
             structural = (pred_c - target_c).abs().mean()
         return self.alpha * structural + self.beta * self.charbonnier(pred.float(), target.float())
 

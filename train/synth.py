@@ -5,7 +5,7 @@ sudden jerk), rasterised with sub-pixel splatting, so they are curved like real 
 not only straight lines. Blur is applied in linear light-ish space (gamma 2.2) as a camera
 integrates photons, then mild Gaussian noise and optional JPEG. Deterministic per seed.
 
-    python -m train.synth SRC_DIR OUT_DIR [--val-fraction 0.1] [--seed 0] [--crop 720]
+    python -m train.synth SRC_DIR OUT_DIR [--val-fraction 0.1] [--seed 0] [--max-side 1280] [--min-side 256]
 """
 
 from __future__ import annotations
@@ -114,6 +114,20 @@ def fit_image(image: Image.Image, max_side: int | None) -> Image.Image:
     return image
 
 
+def load_photo(path: Path, max_side: int | None, min_side: int = 0) -> np.ndarray | None:
+    """The photo as (H, W, 3) uint8, or None (with a warning) if unreadable or smaller than ``min_side``."""
+    try:
+        with Image.open(path) as image:
+            photo = np.asarray(fit_image(image, max_side))
+    except OSError as exc:
+        log.warning("skipping %s: %s", path, exc)
+        return None
+    if min(photo.shape[:2]) < min_side:
+        log.warning("skipping %s: %dx%d is smaller than %d px", path, photo.shape[1], photo.shape[0], min_side)
+        return None
+    return photo
+
+
 def write_pair(out_dir: Path, split: str, name: str, sharp: np.ndarray, blurred: np.ndarray) -> None:
     for kind, array in (("sharp", sharp), ("blur", blurred)):
         target = out_dir / split / kind / f"{name}.png"
@@ -128,6 +142,7 @@ def synthesize(
     seed: int = 0,
     val_fraction: float = 0.1,
     max_side: int | None = 1280,
+    min_side: int = 0,
     variants: int = 1,
     settings: BlurSettings = BlurSettings(),
     previews: bool = True,
@@ -143,7 +158,9 @@ def synthesize(
     written = 0
     for index, path in enumerate(sources):
         split = "val" if index in val_indices else "train"
-        sharp = np.asarray(fit_image(Image.open(path), max_side))
+        sharp = load_photo(path, max_side, min_side)
+        if sharp is None:
+            continue
         for variant in range(variants):
             # One generator per (photo, variant): output does not depend on processing order.
             rng = np.random.default_rng([seed, index, variant])
@@ -166,6 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-side", type=int, default=1280, help="downscale photos to this longer side (0: keep)")
+    parser.add_argument("--min-side", type=int, default=0, help="skip photos smaller than this (e.g. the patch size)")
     parser.add_argument("--variants", type=int, default=1, help="blurred versions per photo")
     parser.add_argument("--min-extent", type=int, default=BlurSettings.min_extent)
     parser.add_argument("--max-extent", type=int, default=BlurSettings.max_extent)
@@ -185,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         val_fraction=args.val_fraction,
         max_side=args.max_side or None,
+        min_side=args.min_side,
         variants=args.variants,
         settings=settings,
         previews=not args.no_previews,
