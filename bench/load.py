@@ -3,7 +3,8 @@
 Sends ``--requests`` PNG/JPEG images of mixed small sizes at ``--concurrency`` to a running
 TorchServe (addresses and key file as for `python -m serve`: DEBLUR_INFERENCE_URL, DEBLUR_KEY_FILE,
 else config.properties and run/key_file.json), or with ``--start`` to a private TorchServe it starts
-on free loopback ports from ``--model-store`` and stops afterwards.
+on free loopback ports from ``--model-store`` (config.properties, changed by ``--set KEY=VALUE``)
+and stops afterwards.
 
 Every request is accounted for: a 200 whose image has the size that was sent (each request has its
 own size, so a mixed-up answer is caught), an intended 503 because the job queue is full, another
@@ -17,13 +18,11 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from PIL import Image
 
 from serve import server
 from serve.client import TorchServeClient, read_keys
+from serve.private import PrivateServer
 
 QUEUE_FULL_WORDS = "has no worker to serve inference request"  # TorchServe's 503 when the job queue is full
 DEFAULT_SIZES = "64x48,96x64,128x96,200x150"
@@ -163,66 +163,6 @@ def run_load(client: TorchServeClient, jobs: Sequence[Job], concurrency: int, ti
     return LoadReport(outcomes, len(jobs), concurrency, time.perf_counter() - started)
 
 
-# --- a private TorchServe (--start) -------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def private_config(source: Path, target: Path, overrides: dict[str, str] | None = None) -> Path:
-    """``source`` with every listener on a free loopback port, plus ``overrides``."""
-    ports = free_ports(5)
-    changes = {
-        "inference_address": f"http://127.0.0.1:{ports[0]}",
-        "management_address": f"http://127.0.0.1:{ports[1]}",
-        "metrics_address": f"http://127.0.0.1:{ports[2]}",
-        "grpc_inference_port": str(ports[3]),
-        "grpc_management_port": str(ports[4]),
-    } | (overrides or {})
-    kept = [line for line in source.read_text().splitlines() if line.partition("=")[0].strip() not in changes]
-    target.write_text("\n".join([*kept, *(f"{k}={v}" for k, v in changes.items())]) + "\n")
-    return target
-
-
-@contextlib.contextmanager
-def private_torchserve(
-    store: Path, overrides: dict[str, str] | None = None, timeout: float = 300.0
-) -> Iterator[TorchServeClient]:
-    """A TorchServe of its own (free ports, own TMPDIR so `--stop` cannot reach another server)."""
-    with tempfile.TemporaryDirectory(prefix="deblur-load-") as root:
-        root_path = Path(root)
-        config = private_config(server.DEFAULT_CONFIG, root_path / "config.properties", overrides)
-        run_dir, tmp = root_path / "run", root_path / "tmp"
-        tmp.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLUR_")} | {
-            "TMPDIR": str(tmp),
-            "TEMP": str(tmp),
-        }
-        try:
-            yield server.start(store, config, run_dir, timeout=timeout, env=env)
-        finally:
-            stop_private(run_dir, env)
-
-
-def stop_private(run_dir: Path, env: dict[str, str]) -> None:
-    """`torchserve --stop` for the private server; SIGKILL its frontend if that fails."""
-    pid = server.server_pid(env)
-    try:
-        server.stop(run_dir, env)
-    except server.ServerError:
-        if pid is not None:
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -231,10 +171,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default %(default)s)")
     parser.add_argument("--start", action="store_true", help="start a private TorchServe and stop it afterwards")
     parser.add_argument("--model-store", type=Path, default=server.DEFAULT_STORE)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --start: override a config.properties key, e.g. --set job_queue_size=2 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the counts and percentiles here")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be ≥ 1")
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE")
     return args
 
 
@@ -257,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if args.start:
             print(f"starting a private TorchServe from {args.model_store} ...", flush=True)
-            client = stack.enter_context(private_torchserve(args.model_store))
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deblur-load-")))
+            overrides = dict(item.split("=", 1) for item in args.set)
+            client = stack.enter_context(PrivateServer(args.model_store, work_dir, extra_config=overrides, timeout=300))
         else:
             client = server.client_for(server.DEFAULT_CONFIG, server.DEFAULT_RUN_DIR)
         report = run_load(client, jobs, args.concurrency, args.timeout)

@@ -80,8 +80,8 @@ class PrivateServer:
         extra_config: dict[str, str] | None = None,
         timeout: float = 180.0,
     ) -> None:
-        self.store = store
-        self.work_dir = work_dir
+        self.store = store.resolve()
+        self.work_dir = work_dir = work_dir.resolve()  # TorchServe refuses a relative TEMP
         self.run_dir = work_dir / "run"
         tmp_dir = work_dir / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -18,18 +18,6 @@ from tests.bad_inputs import CASES, MARKER, answer_image, png, send
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 120.0  # seconds per request: far above any answer here, so a hang fails instead of blocking
-# Cases that fail because of a known handler bug (owner: serving engineer). strict: the day the bug is
-# fixed the xfail turns into a failure, and the entry must go.
-KNOWN_HANDLER_BUGS = {
-    "json deeply nested": "handler/request.py json_document catches ValueError only: json.loads raises "
-    "RecursionError on deep nesting, TorchServe answers 503 'Prediction failed'",
-}
-PARAMS = [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_HANDLER_BUGS[name]))
-    if name in KNOWN_HANDLER_BUGS
-    else name
-    for name in CASES
-]
 
 
 def worker_pids(client: TorchServeClient) -> list[int]:
@@ -46,7 +34,7 @@ def test_the_corpus_is_big_enough() -> None:
     assert len(CASES) >= 30
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_gets_its_documented_answer_and_the_worker_survives(torchserve: TorchServeClient, name: str) -> None:
     case, expect = CASES[name], CASES[name].expect
     before = worker_pids(torchserve)

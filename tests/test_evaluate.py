@@ -43,11 +43,12 @@ def test_reports_input_output_and_gain_per_image_and_mean(
     write_pairs(tmp_path / "test", 3)
     report = tmp_path / "scores.json"
     means = main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "test"), "--tile", "32",
-                  "--overlap", "8", "--json", str(report)])  # fmt: skip
+                  "--overlap", "8", "--precision", "fp32", "--json", str(report)])  # fmt: skip
 
     document = json.loads(report.read_text())
     assert [image["name"] for image in document["images"]] == ["test_blur_f0", "test_blur_f1", "test_blur_f2"]
-    assert document["mean"] == pytest.approx(means) and (document["tile"], document["overlap"]) == (32, 8)
+    assert document["mean"] == pytest.approx(means)
+    assert (document["tile"], document["overlap"], document["precision"]) == (32, 8, "fp32")
     first = document["images"][0]
     # The same numbers as the serving path: load_model → restore_tiled → clamp.
     blur = to_model_range(np.asarray(Image.open(tmp_path / "test" / "blur" / "f0.png")))

@@ -11,6 +11,7 @@ import contextlib
 import math
 import re
 import socket
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,12 @@ def test_keys_never_reach_the_logs(torchserve: TorchServeClient, torchserve_depl
     for log in logs:
         text = log.read_text(errors="replace")
         assert not any(key in text for key in keys), f"a key is written to {log}"
+
+
+@pytest.mark.e2e
+def test_key_file_is_readable_by_its_owner_only(torchserve: TorchServeClient) -> None:
+    mode = stat.S_IMODE(torchserve.key_file.stat().st_mode)
+    assert mode & (stat.S_IRWXG | stat.S_IRWXO) == 0, oct(mode)
 
 
 def test_key_file_is_never_committed() -> None:

@@ -1,7 +1,8 @@
 """Score a checkpoint on a paired folder, through the same load_model + tiling path as the handler.
 
     python -m train.evaluate --checkpoint outputs/run1/best.pt --data data/gopro/test \
-        [--tile 512 --overlap 64] [--skip-fraction 0.5 --seed 0] [--tlc-window 384] [--json scores.json]
+        [--tile 512 --overlap 64] [--precision auto] [--skip-fraction 0.5 --seed 0] [--tlc-window 384] \
+        [--json scores.json]
 
 Prints per-image and mean PSNR/SSIM of the blurred input and of the restored output against the
 sharp image, and the gain. ``--skip-fraction`` leaves out the seeded share that training took for
@@ -23,7 +24,8 @@ from torch import nn
 
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.model import ModelConfig, build_model, load_model, read_checkpoint
-from deblur.tiling import restore_tiled
+from deblur.runtime import PRECISIONS, make_predictor
+from deblur.tiling import Predictor, restore_tiled
 from train.config import BLUR_KINDS
 from train.data import FrameDataset, Pair, check_pairs, find_pairs, split_off
 
@@ -54,11 +56,14 @@ def load_for_evaluation(checkpoint: Path, device: torch.device, tlc_window: int 
     return model.to(device).eval()
 
 
-def score_pairs(model: nn.Module, pairs: list[Pair], tile: int, overlap: int, device: torch.device) -> list[ImageScore]:
+def score_pairs(
+    predict: Predictor, pairs: list[Pair], tile: int, overlap: int, device: torch.device
+) -> list[ImageScore]:
+    """Each pair through ``restore_tiled`` and clamping, as the handler restores a request."""
     frames = FrameDataset(pairs)
     scores = []
     for index, (blur, sharp) in enumerate(frames):
-        restored = restore_tiled(model, blur, tile, overlap, device=device).clamp(-1, 1)
+        restored = restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
         reference, before, after = to_unit_range(sharp), to_unit_range(blur), to_unit_range(restored)
         input_scores = psnr(before, reference), ssim(before, reference)
         scores.append(ImageScore(frames.name(index), *input_scores, psnr(after, reference), ssim(after, reference)))
@@ -102,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tlc-window", type=int, default=None, help="NAFNet: TLC window (0 = off); default: stored")
     parser.add_argument("--max-images", type=int, default=0, help="0: all")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as the handler: auto = bf16/fp16 "
+                        "where the device runs it natively, else fp32")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write per-image and mean scores here")
     return parser.parse_args(argv)
 
@@ -116,13 +123,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     check_pairs(pairs)
     device = torch.device(args.device)
     model = load_for_evaluation(args.checkpoint, device, args.tlc_window)
-    scores = score_pairs(model, pairs, args.tile, args.overlap, device)
+    scores = score_pairs(make_predictor(model, device, args.precision), pairs, args.tile, args.overlap, device)
     sys.stdout.write(format_report(scores) + "\n")
     means = summary(scores)
     if args.json:
         images = [dataclasses.asdict(s) | {"gain": s.gain} for s in scores]
         settings = {"checkpoint": str(args.checkpoint), "data": str(args.data)}
-        settings |= {"tile": args.tile, "overlap": args.overlap}
+        settings |= {"tile": args.tile, "overlap": args.overlap, "precision": args.precision}
         args.json.write_text(json.dumps(settings | {"mean": means, "images": images}, indent=2))
     return means
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from deblur.imageio import to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.model import ModelConfig, build_model, count_parameters, save_checkpoint
+from deblur.runtime import cpu_has_native_bf16
 from deblur.tiling import restore_tiled
 from train import tracking
 from train.checkpoints import Trainables, TrainState, restore_resumable, save_resumable
@@ -273,6 +274,8 @@ def build_session(config: TrainConfig, context: DistContext, device: torch.devic
         state = restore_resumable(config.resume, trainables)
         check_resume_schedule(config, trainables)
         log.info("resumed from %s at epoch %d, step %d", config.resume, state.epoch, state.step)
+    if config.amp and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("--amp on a CPU without native bf16: autocast is emulated and likely slower than fp32")
     log.info("model %s: %d parameters on %s ×%d", config.model_config(), count_parameters(trainables.model),
              device, context.world_size)  # fmt: skip
     return Session(
