@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deblur.nafnet import NAFNet, NAFNetLocal
+from deblur.padding import pad_to_multiple
 
 CHECKPOINT_FORMAT = 1
 ARCHITECTURES = ("deblur_unet", "nafnet")
@@ -119,10 +120,7 @@ class DeblurUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        multiple = 2**self.levels
-        pad_h, pad_w = -height % multiple, -width % multiple
-        # Replicate padding works for any size, even 1×1 (reflect needs pad < size).
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        padded = pad_to_multiple(x, 2**self.levels)
         e1 = self.enc1(padded)
         e2 = self.enc2(self.pool(e1))
         e3 = self.enc3(self.pool(e2))

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deblur.padding import pad_to_multiple
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of each pixel of a (B, C, H, W) tensor."""
@@ -137,9 +139,7 @@ class NAFNet(nn.Module):
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         height, width = inp.shape[-2:]
-        multiple = 2**self.levels
-        pad_h, pad_w = -height % multiple, -width % multiple
-        padded = F.pad(inp, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else inp
+        padded = pad_to_multiple(inp, 2**self.levels)
         x = self.intro(padded)
         skips = []
         for encoder, down in zip(self.encoders, self.downs, strict=True):

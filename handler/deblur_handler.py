@@ -74,7 +74,7 @@ class DeblurHandler(BaseHandler):
     def decode_row(self, idx: int, row: dict[str, Any]) -> DecodedRequest:
         accept = header(self.context, idx, "accept")
         request = parse_row(row, row_content_type(self.context, idx), accept, self.defaults)
-        return decode_request(request, self.defaults.max_pixels)
+        return decode_request(request, self.defaults.max_pixels, self.defaults.ensemble_max_pixels)
 
     def inference(self, data: list[DecodedRequest], *args: Any, **kwargs: Any) -> list[Restored]:
         with torch.inference_mode():

@@ -26,6 +26,7 @@ from handler.request import DeblurRequest, RequestError, RestoreOptions
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+ENSEMBLE_MAX_PIXELS = 2048 * 2048  # 8 passes of a 4 MP image stay well inside the 600 s response timeout
 ENSEMBLE = tuple((turns, flip) for turns in range(4) for flip in (False, True))  # the 8 dihedral variants
 
 
@@ -60,10 +61,13 @@ def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def decode_request(request: DeblurRequest, max_pixels: int) -> DecodedRequest:
+def decode_request(
+    request: DeblurRequest, max_pixels: int, ensemble_max_pixels: int = ENSEMBLE_MAX_PIXELS
+) -> DecodedRequest:
     """Decode the image and the optional ground truth, which must have the same size."""
     start = time.perf_counter()
     image = decode_image(request.image, max_pixels)
+    check_ensemble_size(request, image, ensemble_max_pixels)
     truth = None if request.ground_truth is None else decode_image(request.ground_truth, max_pixels)
     if truth is not None and truth.size != image.size:
         raise RequestError(
@@ -71,6 +75,16 @@ def decode_request(request: DeblurRequest, max_pixels: int) -> DecodedRequest:
             f"{image.size[0]}×{image.size[1]} (after EXIF orientation): send the sharp version of the same image"
         )
     return DecodedRequest(request, image, truth, elapsed_ms(start))
+
+
+def check_ensemble_size(request: DeblurRequest, image: DecodedImage, ensemble_max_pixels: int) -> None:
+    """Self-ensemble costs 8 restorations: refuse it where that would outlast the response timeout."""
+    width, height = image.size
+    if request.options.self_ensemble and width * height > ensemble_max_pixels:
+        raise RequestError(
+            f"field 'self_ensemble' is limited to images of at most {ensemble_max_pixels} pixels "
+            f"(it runs the model 8 times); this one is {width}×{height}: send it without self_ensemble"
+        )
 
 
 def restore_request(

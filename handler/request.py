@@ -47,6 +47,7 @@ class ServingDefaults:
     overlap: int = 64
     tile_batch: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
+    ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
     precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
 
     @classmethod

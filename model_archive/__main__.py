@@ -23,6 +23,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per forward pass")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest accepted width*height")
     parser.add_argument(
+        "--ensemble-max-pixels",
+        type=int,
+        default=defaults.ensemble_max_pixels,
+        help="largest width*height accepted with self_ensemble",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default=defaults.precision,
@@ -39,7 +45,9 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
         export_path=args.export_path,
         force=args.force,
         response_timeout=args.response_timeout,
-        handler=HandlerSettings(args.tile_size, args.overlap, args.tile_batch, args.max_pixels, args.precision),
+        handler=HandlerSettings(
+            args.tile_size, args.overlap, args.tile_batch, args.max_pixels, args.ensemble_max_pixels, args.precision
+        ),
     )
 
 

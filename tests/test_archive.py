@@ -61,6 +61,7 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
         "overlap": 64,
         "tile_batch": 4,
         "max_pixels": 4096 * 4096,
+        "ensemble_max_pixels": 2048 * 2048,
         "precision": "auto",
     }
 

@@ -22,8 +22,8 @@ from ts.utils.util import PredictionException
 from deblur.imageio import decode_image
 from deblur.metrics import psnr, ssim, to_unit_range
 from handler.deblur_handler import METRIC_INFERENCE_MS, METRIC_MEGAPIXELS, METRIC_TILES, DeblurHandler
-from handler.pipeline import self_ensemble
-from handler.request import ServingDefaults
+from handler.pipeline import decode_request, self_ensemble
+from handler.request import DeblurRequest, RequestError, RestoreOptions, ServingDefaults
 from model_archive.build import HandlerSettings
 from tests.conftest import png_bytes, textured_image
 
@@ -346,3 +346,14 @@ def test_custom_metrics_are_emitted(
 def test_missing_checkpoint_fails_initialize(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="missing"):
         DeblurHandler().initialize(make_context(tmp_path))
+
+
+def test_self_ensemble_is_refused_above_its_pixel_limit() -> None:
+    image = png_bytes(textured_image(40, 30))
+    ensemble = DeblurRequest(image, None, RestoreOptions(512, 64, self_ensemble=True), "png", json_response=True)
+    with pytest.raises(RequestError, match="'self_ensemble' is limited to images of at most 1199 pixels") as info:
+        decode_request(ensemble, max_pixels=10_000, ensemble_max_pixels=1199)
+    assert info.value.status == 400
+    assert decode_request(ensemble, max_pixels=10_000, ensemble_max_pixels=1200).image.size == (40, 30)
+    plain = DeblurRequest(image, None, RestoreOptions(512, 64), "png", json_response=True)
+    assert decode_request(plain, max_pixels=10_000, ensemble_max_pixels=1).image.size == (40, 30)
