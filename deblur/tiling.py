@@ -1,10 +1,11 @@
 """Restore an image of any size with overlapping tiles and linear feathered blending.
 
 The layout is fitted to the image: along each axis the fewest tiles that keep at least the
-requested overlap, spread evenly so the first starts at 0 and the last ends at the image edge
-(never padded beyond the image). Blend weights are separable linear ramps normalised per axis,
-so the weights of all tiles covering a pixel sum to one and the output needs no weight buffer:
-memory is the output image plus one batch of tiles.
+requested overlap, each shrunk to the smallest size that still covers the axis, spread evenly so
+the first starts at 0 and the last ends at the image edge (never padded beyond the image). Blend
+weights are separable linear ramps normalised per axis, so the weights of all tiles covering a
+pixel sum to one and the output needs no weight buffer: memory is the output image plus one
+batch of tiles.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+DEFAULT_ALIGN = 16  # the architectures pad to a multiple of 2**4 inside forward
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,23 @@ def feather_weights(length: int, starts: tuple[int, ...], tile: int) -> torch.Te
     return normalised.float()
 
 
-def axis_layout(length: int, tile: int, overlap: int) -> AxisLayout:
+def fitted_tile(length: int, tile: int, overlap: int, align: int) -> int:
+    """The smallest tile (a multiple of ``align``, at most ``tile``) that covers ``length`` with the same
+    number of tiles and at least ``overlap``: no pixel is computed more often than the overlap needs.
+
+    ``align=0`` keeps ``tile``. Aligning to the model's padding multiple avoids padding each tile.
+    """
+    count = len(tile_starts(length, tile, overlap))
+    if count == 1 or align < 1:
+        return tile
+    needed = math.ceil((length + (count - 1) * overlap) / count)
+    return min(tile, math.ceil(needed / align) * align)
+
+
+def axis_layout(length: int, tile: int, overlap: int, align: int = DEFAULT_ALIGN) -> AxisLayout:
     tile = min(tile, length)
     overlap = min(overlap, tile - 1)
+    tile = fitted_tile(length, tile, overlap, align)
     starts = tile_starts(length, tile, overlap)
     return AxisLayout(starts, tile, feather_weights(length, starts, tile))
 
@@ -85,10 +101,12 @@ def restore_tiled(
     overlap: int = 64,
     batch_size: int = 4,
     device: torch.device | str | None = None,
+    align: int = DEFAULT_ALIGN,
 ) -> torch.Tensor:
     """Run ``predict`` over overlapping tiles of ``image`` (C, H, W) and blend the results.
 
     ``predict`` maps (B, C, th, tw) → (B, C_out, th, tw) on ``device`` (default: the image's).
+    Tiles are at most ``tile`` px, shrunk to fit the image (see ``fitted_tile``; ``align=0``: never).
     Returns a float32 (C_out, H, W) tensor on the image's device, not clamped.
     """
     if image.dim() != 3:
@@ -96,8 +114,8 @@ def restore_tiled(
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     _, height, width = image.shape
-    rows = axis_layout(height, tile, overlap)
-    cols = axis_layout(width, tile, overlap)
+    rows = axis_layout(height, tile, overlap, align)
+    cols = axis_layout(width, tile, overlap, align)
     run_device = torch.device(device) if device is not None else image.device
     row_w = rows.weights.to(image.device)
     col_w = cols.weights.to(image.device)

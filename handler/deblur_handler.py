@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from ts.utils.util import PredictionException
 
 from deblur.imageio import ImageError
 from deblur.model import load_model
-from deblur.runtime import make_predictor
+from deblur.runtime import make_predictor, resolve_precision
 from handler.pipeline import (
     DecodedRequest,
     Encoded,
@@ -40,6 +41,8 @@ from handler.pipeline import (
     restore_request,
 )
 from handler.request import RequestError, ServingDefaults, parse_row
+
+log = logging.getLogger(__name__)
 
 # TorchServe 0.12's frontend turns a backend 413 into 507 Insufficient Storage (a server error), so an
 # image over the pixel cap is answered 422 Unprocessable Content instead; other statuses pass through.
@@ -65,6 +68,12 @@ class DeblurHandler(BaseHandler):
         self.model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
         # The fastest safe arithmetic for this device (bf16 on CPUs with native bf16) unless forced to fp32.
         self.predict = make_predictor(self.model, self.device, self.defaults.precision)
+        dtype = resolve_precision(self.defaults.precision, self.device) or torch.float32
+        log.info(
+            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d",
+            self.model_version, self.device, dtype, torch.get_num_threads(),
+            self.defaults.tile_size, self.defaults.overlap, self.defaults.tile_batch,
+        )  # fmt: skip
         self.initialized = True
 
     def preprocess(self, data: list[dict[str, Any]]) -> list[DecodedRequest]:

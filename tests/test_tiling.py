@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deblur.imageio import to_model_range, to_uint8
-from deblur.tiling import axis_layout, count_tiles, feather_weights, restore_tiled, tile_starts
+from deblur.tiling import axis_layout, count_tiles, feather_weights, fitted_tile, restore_tiled, tile_starts
 
 
 def identity(batch: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,11 @@ def test_model_sees_only_real_pixels_in_small_batches() -> None:
         return batch
 
     restore_tiled(recording, torch.zeros(3, 700, 1000), tile=512, overlap=64, batch_size=2)
-    assert seen == [(2, 3, 512, 512), (2, 3, 512, 512), (2, 3, 512, 512)]  # 2×3 tiles, no padding
+    # 2×3 tiles, each shrunk to 384 px (the smallest multiple of 16 that keeps ≥ 64 px overlap), no padding
+    assert seen == [(2, 3, 384, 384), (2, 3, 384, 384), (2, 3, 384, 384)]
+    seen.clear()
+    restore_tiled(recording, torch.zeros(3, 700, 1000), tile=512, overlap=64, batch_size=6, align=0)
+    assert seen == [(6, 3, 512, 512)]  # align=0 keeps the requested tile size
     seen.clear()
     restore_tiled(recording, torch.zeros(3, 40, 30), tile=512, overlap=64)
     assert seen == [(1, 3, 40, 30)]  # a small image is one tile of its own size
@@ -106,3 +110,18 @@ def test_predictor_output_channels_and_device_are_respected() -> None:
 def test_nonsense_layouts_are_rejected(tile: int, overlap: int) -> None:
     with pytest.raises(ValueError):
         tile_starts(100, tile, overlap)
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(1, 9000), tile=st.integers(32, 1024), overlap_fraction=st.floats(0, 0.5))
+def test_fitted_tiles_keep_count_and_overlap_and_never_grow(length: int, tile: int, overlap_fraction: float) -> None:
+    overlap = int(tile * overlap_fraction)
+    full = axis_layout(length, tile, overlap, align=0)
+    fitted = axis_layout(length, tile, overlap, align=16)
+    assert len(fitted.starts) == len(full.starts)
+    assert fitted.tile <= full.tile
+    if len(fitted.starts) > 1:
+        assert fitted.tile % 16 == 0 or fitted.tile == full.tile
+        gaps = [a + fitted.tile - b for a, b in itertools.pairwise(fitted.starts)]
+        assert min(gaps) >= min(overlap, full.tile - 1) - 1  # even spacing may round one pixel away
+    assert fitted_tile(length, full.tile, min(overlap, full.tile - 1), 0) == full.tile
