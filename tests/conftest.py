@@ -17,7 +17,7 @@ from deblur.model import DeblurUNet, ModelConfig, save_checkpoint
 from model_archive.build import ArchiveSpec, build_archive
 from serve import server
 from serve.client import TorchServeClient
-from serve.private import PrivateServer, free_loopback_ports, loopback_config, stop_torchserve  # noqa: F401
+from serve.private import PrivateServer
 
 TINY_CONFIG = ModelConfig(base_ch=8)
 # Residual with a zero-initialised last layer: returns its input exactly, so "which model answered"
