@@ -168,7 +168,11 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 def to_image(pixels: torch.Tensor, decoded: DecodedImage) -> Image.Image:
     """Model output → PIL image (16-bit gray as mode I;16; 16-bit colour at 8 bits, Pillow's limit)."""
-    array = to_array(pixels, decoded)
+    return pil_image(to_array(pixels, decoded))
+
+
+def pil_image(array: np.ndarray) -> Image.Image:
+    """A ``to_array`` result as a PIL image: 16-bit gray as mode I;16, everything else at 8 bits."""
     if array.dtype == np.uint16 and array.shape[2] == 1:
         return Image.fromarray(array[:, :, 0])  # mode I;16
     array = to_8bit(array)
@@ -205,9 +209,7 @@ def encode_array(array: np.ndarray, fmt: str = "png", quality: int = 95) -> byte
     pil_format = output_format(fmt)
     if pil_format == "PNG" and array.dtype == np.uint16:
         return encode_png16(array)
-    array = to_8bit(array)
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # L, LA, RGB or RGBA
-    return encode_image(image, fmt, quality)
+    return encode_image(pil_image(array), fmt, quality)
 
 
 def output_format(fmt: str) -> str:
