@@ -81,23 +81,25 @@ class TorchServeClient:
         """TorchServe's health status ("Healthy" / "Unhealthy")."""
         return self._request("GET", f"{self.inference_url}/ping", "inference").json().get("status", "unknown")
 
+    def predictions_url(self, model: str = MODEL_NAME, version: str | None = None) -> str:
+        return f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
+
     def predict(
         self, image: bytes, model: str = MODEL_NAME, version: str | None = None, accept: str | None = None
     ) -> requests.Response:
         """POST raw image bytes to /predictions/<model>[/<version>]; returns the response."""
-        url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
+        url = self.predictions_url(model, version)
         headers = {"Content-Type": "application/octet-stream"} | ({"Accept": accept} if accept else {})
         return self._request("POST", url, "inference", data=image, headers=headers)
 
     def predict_json(self, payload: dict[str, Any], model: str = MODEL_NAME, version: str | None = None) -> Any:
-        url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
-        return self._request("POST", url, "inference", json=payload).json()
+        return self.post_json(payload, model, version).json()
 
     def post_json(
         self, payload: dict[str, Any], model: str = MODEL_NAME, version: str | None = None
     ) -> requests.Response:
         """POST a JSON body to /predictions/<model>[/<version>]; the response whatever its content type."""
-        url = f"{self.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
+        url = self.predictions_url(model, version)
         return self._request("POST", url, "inference", json=payload)
 
     def metrics(self) -> str:
