@@ -18,6 +18,7 @@ import io
 import struct
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,8 @@ MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DEFAULT_MAX_PIXELS = 4096 * 4096
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
+ZLIB_HEADER_FAST = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level flag; (0x78 << 8 | 0x01) % 31 == 0
+PARALLEL_DEFLATE_MIN_BYTES = 1 << 20  # below ~1 MiB per slice, threads cost more than they save
 PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels → PNG colour type (gray, gray+alpha, RGB, RGBA)
 
 
@@ -133,7 +136,7 @@ def to_model_range(rgb: np.ndarray) -> torch.Tensor:
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [-1, 1] → (H, W, 3) uint8, clamped and rounded."""
     scaled = pixels.detach().float().clamp(-1, 1).add(1).mul_(127.5).round_()
-    return scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return scaled.to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()  # contiguous: encoders need rows
 
 
 def to_uint16(pixels: torch.Tensor) -> np.ndarray:
@@ -186,18 +189,50 @@ def to_8bit(array: np.ndarray) -> np.ndarray:
     return np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
 
 
-def encode_png16(array: np.ndarray) -> bytes:
-    """(H, W, C) uint16 → 16-bit PNG (Pillow writes 16 bits for gray only): no filter, fast zlib."""
+def encode_png(array: np.ndarray) -> bytes:
+    """(H, W, C) uint8/uint16 → PNG, written directly: about twice as fast as Pillow's PNG encoder.
+
+    Every row uses PNG's "Up" filter (byte-wise difference to the row above, one vectorised
+    subtraction) and zlib level 1: on photos that compresses better than Pillow at level 1, whose
+    per-row adaptive filter choice costs more time than the compression. Pillow also cannot write
+    16-bit colour, which this writes as it writes 8 bits (big-endian samples, as PNG stores them).
+    """
     height, width, channels = array.shape
-    rows = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
-    scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter byte 0 per row
-    header = struct.pack(">IIBBBBB", width, height, 16, PNG_COLOR_TYPES[channels], 0, 0, 0)
+    depth = 16 if array.dtype == np.uint16 else 8
+    rows = np.ascontiguousarray(array, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8)
+    rows = rows.reshape(height, width * channels * depth // 8)
+    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type Up (the first row's "row above" is zeros)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG wants
+    header = struct.pack(">IIBBBBB", width, height, depth, PNG_COLOR_TYPES[channels], 0, 0, 0)
     return (
         PNG_SIGNATURE
         + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(scanlines, 1))
+        + png_chunk(b"IDAT", deflate(filtered.reshape(-1), threads=torch.get_num_threads()))
         + png_chunk(b"IEND", b"")
     )
+
+
+def deflate(data: np.ndarray, level: int = 1, threads: int = 1) -> bytes:
+    """``zlib.compress(data, level)``'s format, compressed in ``threads`` parallel slices (as pigz does).
+
+    Each slice is raw deflate ended by a sync flush (a byte boundary), so the slices concatenate into
+    one valid stream; zlib's header and the Adler-32 of the whole input wrap it. zlib releases the
+    GIL while compressing, so threads use the cores the model uses the rest of the time.
+    """
+    slices = np.array_split(data, max(1, min(threads, data.size // PARALLEL_DEFLATE_MIN_BYTES)))
+    if len(slices) == 1:
+        return zlib.compress(data, level)
+
+    def compress_slice(index: int) -> bytes:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate: no header
+        end = zlib.Z_FINISH if index == len(slices) - 1 else zlib.Z_SYNC_FLUSH
+        return compressor.compress(slices[index]) + compressor.flush(end)
+
+    with ThreadPoolExecutor(len(slices)) as pool:
+        body = b"".join(pool.map(compress_slice, range(len(slices))))
+    return ZLIB_HEADER_FAST + body + struct.pack(">I", zlib.adler32(data))
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -206,9 +241,8 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 def encode_array(array: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
     """Encode a ``to_array`` result; 16 bits are kept in PNG and rounded to 8 for JPEG/WebP."""
-    pil_format = output_format(fmt)
-    if pil_format == "PNG" and array.dtype == np.uint16:
-        return encode_png16(array)
+    if output_format(fmt) == "PNG":
+        return encode_png(array)
     return encode_image(pil_image(array), fmt, quality)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from deblur.imageio import (
     ImageTooLargeError,
     UnsupportedImageError,
     decode_image,
+    deflate,
     encode_image,
+    encode_png,
     to_image,
 )
 
@@ -99,6 +102,33 @@ def test_sixteen_bit_gray_stays_sixteen_bit() -> None:
     assert decoded.bit_depth == 16
     out = Image.open(io.BytesIO(encode_image(to_image(decoded.pixels, decoded))))
     assert np.abs(np.asarray(out).astype(np.int64) - values).max() <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png_writer_round_trips_every_layout_exactly(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    array = rng.integers(0, 256, (13, 17, channels), dtype=np.uint8)  # noise: every Up difference wraps somewhere
+    back = np.asarray(Image.open(io.BytesIO(encode_png(array))))
+    assert np.array_equal(back.reshape(array.shape), array)
+
+
+@pytest.mark.parametrize(("size", "threads"), [(0, 2), (1000, 1), (5000, 2), (5001, 3), (40000, 7)])
+def test_parallel_deflate_is_one_valid_zlib_stream(monkeypatch: pytest.MonkeyPatch, size: int, threads: int) -> None:
+    monkeypatch.setattr("deblur.imageio.PARALLEL_DEFLATE_MIN_BYTES", 1000)
+    data = np.random.default_rng(size).integers(0, 8, size, dtype=np.uint8)  # compressible, not trivially
+    compressed = deflate(data, threads=threads)
+    assert zlib.decompress(compressed) == data.tobytes()  # zlib checks the header and the Adler-32
+
+
+def test_png_writer_keeps_sixteen_bits() -> None:
+    gray = np.random.default_rng(0).integers(0, 65536, (9, 11, 1), dtype=np.uint16)
+    with Image.open(io.BytesIO(encode_png(gray))) as image:
+        assert image.mode in ("I;16", "I") and np.array_equal(np.asarray(image), gray[:, :, 0])
+    rgb = np.random.default_rng(1).integers(0, 65536, (9, 11, 3), dtype=np.uint16)
+    data = encode_png(rgb)
+    assert data[24] == 16  # IHDR bit depth; Pillow reads 16-bit colour back at 8 bits only
+    with Image.open(io.BytesIO(data)) as image:
+        assert np.abs(np.asarray(image).astype(np.int64) - rgb // 256).max() <= 1
 
 
 def test_cmyk_and_palette_are_converted() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import textured_image
 from PIL import Image
 
 from train.data import find_pairs
-from train.synth import BlurSettings, blur_image, convolve, random_kernel, synthesize
+from train.synth import BlurSettings, blur_image, convolve, parse_frame, random_kernel, synthesize
 
 
 def test_kernels_are_normalised_within_extent_and_not_all_straight() -> None:
@@ -54,6 +56,20 @@ def test_synthesize_writes_paired_layout(tmp_path: Path) -> None:
     for pair in train:
         twin = tmp_path / "again" / "train" / "blur" / pair.blur.name
         assert np.array_equal(np.asarray(Image.open(pair.blur)), np.asarray(Image.open(twin)))
+
+
+def test_frames_are_cropped_to_an_exact_size(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(textured_image(100, 90, seed=1)).save(src / "tall.png")  # 10:9, wider frame → crop rows
+    Image.fromarray(textured_image(30, 12, seed=2)).save(src / "small.png")  # scaled up to cover the frame
+    assert synthesize(src, tmp_path / "out", val_fraction=0, variants=1, previews=False, frame=(64, 36)) == 2
+    for pair in find_pairs(tmp_path / "out" / "train"):
+        assert Image.open(pair.blur).size == Image.open(pair.sharp).size == (64, 36)
+    assert parse_frame("1280x720") == (1280, 720)
+    for bad in ("1280", "0x720", "axb"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_frame(bad)
 
 
 def test_unreadable_photos_are_skipped(tmp_path: Path) -> None:

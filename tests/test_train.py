@@ -337,6 +337,28 @@ def test_ctrl_c_saves_and_resume_equals_uninterrupted(
     assert isinstance(best, NAFNetLocal) and best.window == 72
 
 
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
+    tmp_path: Path, uninterrupted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, straight = uninterrupted
+    config = tiny_config(data, tmp_path / "out", experiment="test-init", tlc=True, init_from=straight, **TINY_NAFNET)
+    expected, real_step, seen = read_checkpoint(straight)["state_dict"], train.loop.train_step, []
+
+    def check_first_step(session: train.loop.Session, *batch: torch.Tensor) -> tuple[float, float]:
+        if not seen:  # before any update the model holds the checkpoint's weights
+            state = session.trainables.model.state_dict()
+            seen.append(all(torch.equal(state[name], tensor) for name, tensor in expected.items()))
+        return real_step(session, *batch)
+
+    monkeypatch.setattr(train.loop, "train_step", check_first_step)
+    state = main(config)
+    assert seen == [True] and state.step == 4  # a fresh schedule: all epochs run again
+    with pytest.raises(ValueError, match="this run trains"):
+        main(tiny_config(data, tmp_path / "other", init_from=straight))  # a DeblurUNet from NAFNet weights
+    with pytest.raises(ValueError, match="pick one"):
+        tiny_config(data, tmp_path / "both", init_from=straight, resume=straight)
+
+
 def test_two_process_gloo_run(tmp_path: Path, mlflow_store: str) -> None:
     data = write_paired_dataset(tmp_path / "data", {"train": 8, "val": 1})
     args = ["--data", str(data), "--out-dir", str(tmp_path / "out"), "--base-ch", "8", "--epochs", "1",

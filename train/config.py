@@ -60,6 +60,7 @@ class TrainConfig:
     # checkpoints and tracking
     checkpoint_every: int = 10  # epochs between resumable checkpoints (last.pt)
     resume: Path | None = None
+    init_from: Path | None = None  # start from this checkpoint's weights (same architecture), fresh schedule
     experiment: str = "deblur"
     run_name: str = ""
     registered_model_name: str = ""  # register the best model under this name ("" = don't)
@@ -80,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_dir == "train" and self.val_fraction == 0:
             raise ValueError("val_dir 'train' needs --val-fraction > 0 (the share of train held out)")
+        if self.resume and self.init_from:
+            raise ValueError("--resume continues a run; --init-from starts a new one from weights: pick one")
         if self.tlc and self.model != "nafnet":
             raise ValueError("--tlc applies to --model nafnet only")
         self.enc_blocks, self.dec_blocks = tuple(self.enc_blocks), tuple(self.dec_blocks)

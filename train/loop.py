@@ -7,11 +7,13 @@ in one process or under ``torchrun`` (rank 0 validates, checkpoints, logs and ta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from deblur.imageio import to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
-from deblur.model import ModelConfig, build_model, count_parameters, save_checkpoint
+from deblur.model import ModelConfig, build_model, count_parameters, read_checkpoint, save_checkpoint
 from deblur.runtime import cpu_has_native_bf16
 from deblur.tiling import restore_tiled
 from train import tracking
@@ -265,6 +267,15 @@ def check_resume_schedule(config: TrainConfig, trainables: Trainables) -> None:
         raise ValueError(f"{config.resume} was trained with --epochs {planned}; resume with --epochs {planned}")
 
 
+def load_initial_weights(path: Path, model: nn.Module, expected: ModelConfig) -> None:
+    """Fine-tuning: copy a checkpoint's weights into ``model``; the architectures must match exactly."""
+    checkpoint = read_checkpoint(path)
+    stored = ModelConfig.from_dict(checkpoint["model_config"])
+    if dataclasses.replace(stored, tlc_window=0) != expected:
+        raise ValueError(f"{path} holds {stored}, but this run trains {expected}")
+    model.load_state_dict(checkpoint["state_dict"])
+
+
 def build_session(config: TrainConfig, context: DistContext, device: torch.device) -> Session:
     """Data checked, model, optimiser and schedule built, and restored when resuming."""
     train_pairs, val_pairs = load_pairs(config)
@@ -274,6 +285,9 @@ def build_session(config: TrainConfig, context: DistContext, device: torch.devic
         state = restore_resumable(config.resume, trainables)
         check_resume_schedule(config, trainables)
         log.info("resumed from %s at epoch %d, step %d", config.resume, state.epoch, state.step)
+    elif config.init_from:
+        load_initial_weights(config.init_from, trainables.model, config.model_config())
+        log.info("initial weights from %s", config.init_from)
     if config.amp and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("--amp on a CPU without native bf16: autocast is emulated and likely slower than fp32")
     log.info("model %s: %d parameters on %s ×%d", config.model_config(), count_parameters(trainables.model),

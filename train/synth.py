@@ -6,6 +6,7 @@ not only straight lines. Blur is applied in linear light-ish space (gamma 2.2) a
 integrates photons, then mild Gaussian noise and optional JPEG. Deterministic per seed.
 
     python -m train.synth SRC_DIR OUT_DIR [--val-fraction 0.1] [--seed 0] [--max-side 1280] [--min-side 256]
+    python -m train.synth EVAL_PHOTOS OUT_DIR --val-fraction 0 --frame 1280x720 --min-extent 11 --max-extent 33
 """
 
 from __future__ import annotations
@@ -114,11 +115,26 @@ def fit_image(image: Image.Image, max_side: int | None) -> Image.Image:
     return image
 
 
-def load_photo(path: Path, max_side: int | None, min_side: int = 0) -> np.ndarray | None:
-    """The photo as (H, W, 3) uint8, or None (with a warning) if unreadable or smaller than ``min_side``."""
+def crop_to_frame(image: Image.Image, frame: tuple[int, int]) -> Image.Image:
+    """RGB, scaled to cover ``frame`` (width, height) and centre-cropped to it: fixed-size evaluation frames."""
+    image = image.convert("RGB")
+    scale = max(frame[0] / image.width, frame[1] / image.height)
+    size = (max(frame[0], round(image.width * scale)), max(frame[1], round(image.height * scale)))
+    image = image.resize(size, Image.Resampling.LANCZOS)
+    left, top = (size[0] - frame[0]) // 2, (size[1] - frame[1]) // 2
+    return image.crop((left, top, left + frame[0], top + frame[1]))
+
+
+def load_photo(
+    path: Path, max_side: int | None, min_side: int = 0, frame: tuple[int, int] | None = None
+) -> np.ndarray | None:
+    """The photo as (H, W, 3) uint8, or None (with a warning) if unreadable or smaller than ``min_side``.
+
+    With ``frame`` the photo is cropped to exactly that (width, height) instead of fitted to ``max_side``.
+    """
     try:
         with Image.open(path) as image:
-            photo = np.asarray(fit_image(image, max_side))
+            photo = np.asarray(crop_to_frame(image, frame) if frame else fit_image(image, max_side))
     except OSError as exc:
         log.warning("skipping %s: %s", path, exc)
         return None
@@ -146,6 +162,7 @@ def synthesize(
     variants: int = 1,
     settings: BlurSettings = BlurSettings(),
     previews: bool = True,
+    frame: tuple[int, int] | None = None,
 ) -> int:
     """Write ``out_dir/{train,val}/{blur,sharp}/*.png`` from the photos in ``src_dir``; returns pairs written."""
     sources = list_images(src_dir)
@@ -158,7 +175,7 @@ def synthesize(
     written = 0
     for index, path in enumerate(sources):
         split = "val" if index in val_indices else "train"
-        sharp = load_photo(path, max_side, min_side)
+        sharp = load_photo(path, max_side, min_side, frame)
         if sharp is None:
             continue
         for variant in range(variants):
@@ -176,6 +193,16 @@ def synthesize(
     return written
 
 
+def parse_frame(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"frame must be positive, got {text!r}")
+    return width, height
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("src_dir", type=Path, help="folder of sharp photos (searched recursively)")
@@ -190,6 +217,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise-sigma", type=float, default=BlurSettings.noise_sigma)
     parser.add_argument("--jpeg-probability", type=float, default=BlurSettings.jpeg_probability)
     parser.add_argument("--no-previews", action="store_true", help="skip the kernel preview images")
+    parser.add_argument(
+        "--frame", type=parse_frame, default=None, help="crop every photo to WIDTHxHEIGHT (e.g. 1280x720)"
+    )
     return parser.parse_args(argv)
 
 
@@ -207,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         variants=args.variants,
         settings=settings,
         previews=not args.no_previews,
+        frame=args.frame,
     )
 
 
