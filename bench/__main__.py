@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from bench import reference
-from deblur.imageio import to_model_range
+from deblur.imageio import decode_image, encode_array, to_array, to_model_range
 from deblur.metrics import psnr, to_unit_range
 from deblur.model import load_model
 from deblur.runtime import make_predictor, resolve_precision
@@ -63,6 +63,7 @@ class Results:
     machine: dict[str, Any] = field(default_factory=dict)
     variants: list[dict[str, Any]] = field(default_factory=list)
     sizes: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,6 +141,39 @@ def bf16_quality(model: torch.nn.Module, eval_dir: Path, args: argparse.Namespac
     means = {name: float(np.mean(values)) for name, values in scores.items()}
     return {"images": len(scores["fp32"]), "psnr_fp32": means["fp32"], "psnr_auto": means["auto"],
             "drop_db": means["fp32"] - means["auto"]}  # fmt: skip
+
+
+def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Where a served request's time goes, in-process (no HTTP): the handler's steps one by one.
+
+    Also times Pillow's PNG encoder (level 1) next to the handler's own writer, the lever it replaced.
+    """
+    body = png_of(image)
+    predict = make_predictor(model, "cpu", args.precision, True)
+    timer = Timer()
+    decoded = decode_image(body, max_pixels=image.shape[1] * image.shape[2])
+    restore_tiled(predict, decoded.pixels[:, :64, :64], args.tile, args.overlap, args.batch)  # warm-up
+
+    def restore() -> torch.Tensor:
+        with torch.inference_mode():  # as the handler runs it
+            return restore_tiled(timer.wrap(predict), decoded.pixels, args.tile, args.overlap, args.batch).clamp_(-1, 1)
+
+    restored = restore()
+    timer.seconds = 0.0
+    restore_s = median_seconds(restore, 1)
+    array = to_array(restored, decoded)
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("decode PNG → [-1, 1] tensor", lambda: decode_image(body, max_pixels=image.shape[1] * image.shape[2])),
+        ("output → uint8 array", lambda: to_array(restored, decoded)),
+        ("encode PNG (handler's writer)", lambda: encode_array(array, "png")),
+        ("encode PNG (Pillow, level 1; replaced)", lambda: png_of(restored)),
+    ]
+    rows = [{"stage": "model (tiles, batches)", "s": timer.seconds},
+            {"stage": "tiling: cut, feather, blend", "s": restore_s - timer.seconds}]  # fmt: skip
+    rows += [{"stage": name, "s": median_seconds(run, args.repeats)} for name, run in steps]
+    for row in rows:
+        row["share_of_model"] = row["s"] / timer.seconds
+    return rows
 
 
 def size_rows(model: torch.nn.Module, args: argparse.Namespace, rest: RestBench | None) -> list[dict[str, Any]]:
@@ -242,6 +276,9 @@ def markdown(results: Results) -> str:
             for r in results.variants
         ]
         lines += [*table([f"variant (in-process, {size})", "tiles", "s", "speed-up vs seeds' loop"], rows), ""]
+    if results.stages:
+        rows = [[r["stage"], cell(r, "s", ".3f"), f"{r['share_of_model'] * 100:.1f} %"] for r in results.stages]
+        lines += [*table([f"handler step (in-process, {results.stages[0]['size']})", "s", "of model time"], rows), ""]
     header = ["size", "tiles", "e2e REST s", "pure compute s", "overhead", "seeds' loop s", "speed-up", "peak RSS MB"]
     rows = [
         [
@@ -303,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.variant_size:
         image = test_image(*parse_size(args.variant_size))
         results.variants = [row | {"size": args.variant_size} for row in in_process_variants(model, image, args)]
+        results.stages = [row | {"size": args.variant_size} for row in stage_rows(model, image, args)]
     if args.eval_dir:
         results.quality = bf16_quality(model, args.eval_dir, args)
     largest = max(w * h for w, h in map(parse_size, filter(None, f"{args.sizes},{args.memory_sizes}".split(","))))
