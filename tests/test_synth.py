@@ -14,13 +14,18 @@ from train.data import find_pairs
 from train.synth import BlurSettings, blur_image, convolve, parse_frame, random_kernel, synthesize
 
 
-def test_kernels_are_normalised_within_extent_and_not_all_straight() -> None:
+def test_kernels_are_normalised_centred_on_their_mass_and_not_all_straight() -> None:
     settings = BlurSettings(min_extent=9, max_extent=35)
     kernels = [random_kernel(np.random.default_rng(seed), settings) for seed in range(20)]
     for kernel in kernels:
         assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1
         assert abs(kernel.sum() - 1) < 1e-5 and kernel.min() >= 0
-        assert kernel.shape[0] <= 35 + 3
+        assert kernel.shape[0] <= 2 * 35 + 3  # centred on its mass, a path can reach a whole extent out
+        support = np.argwhere(kernel > 0)
+        assert np.ptp(support, axis=0).max() <= 35 + 1  # the path's extent, plus splatting's pixel
+        rows, cols = np.indices(kernel.shape)
+        centre = (kernel.shape[0] - 1) / 2
+        assert abs((kernel * rows).sum() - centre) < 1e-3 and abs((kernel * cols).sum() - centre) < 1e-3
     # A straight-line kernel has rank ~1 support along one direction; curved paths fill more rows and columns.
     spreads = [min((k > 0).any(axis=0).sum(), (k > 0).any(axis=1).sum()) for k in kernels]
     assert max(spreads) > 5
@@ -56,6 +61,22 @@ def test_synthesize_writes_paired_layout(tmp_path: Path) -> None:
     for pair in train:
         twin = tmp_path / "again" / "train" / "blur" / pair.blur.name
         assert np.array_equal(np.asarray(Image.open(pair.blur)), np.asarray(Image.open(twin)))
+
+
+def test_workers_and_bmp_output_give_the_same_pairs(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(textured_image(70, 50, seed=i)).save(src / f"p{i}.png")
+    assert synthesize(src, tmp_path / "one", seed=4, val_fraction=0.34, variants=2, previews=False) == 6
+    synthesize(src, tmp_path / "two", seed=4, val_fraction=0.34, variants=2, image_format="bmp", workers=2)
+    for split in ("train", "val"):
+        pngs, bmps = find_pairs(tmp_path / "one" / split), find_pairs(tmp_path / "two" / split)
+        assert [p.blur.stem for p in pngs] == [p.blur.stem for p in bmps] and all(p.blur.suffix == ".bmp" for p in bmps)
+        for png, bmp in zip(pngs, bmps, strict=True):
+            assert np.array_equal(np.asarray(Image.open(png.blur)), np.asarray(Image.open(bmp.blur)))
+    with pytest.raises(ValueError, match="image_format"):
+        synthesize(src, tmp_path / "bad", image_format="gif")
 
 
 def test_frames_are_cropped_to_an_exact_size(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import io
 import itertools
 import logging
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,16 +50,20 @@ def shake_trajectory(rng: np.random.Generator, steps: int = 64) -> np.ndarray:
 
 
 def rasterise_kernel(points: np.ndarray, extent: int) -> np.ndarray:
-    """Scale the path to ``extent`` px and splat it bilinearly into a normalised odd-sized kernel."""
-    points = points - (points.min(axis=0) + points.max(axis=0)) / 2  # centre the bounding box
+    """Scale the path to ``extent`` px and splat it bilinearly into a normalised odd-sized kernel.
+
+    ``extent`` is the longer side of the path's bounding box. The kernel's centre of mass is its centre
+    pixel, so blurring does not move the photo on average: the shift a kernel adds cannot be told from the
+    blurred photo, and a network trained against shifted targets learns to hedge by smoothing.
+    """
     span = np.ptp(points, axis=0).max()
     points = points * ((extent - 1) / span if span > 0 else 0.0)
-    size = extent + 2 + (extent % 2 == 0)  # odd, with a pixel of margin for splatting
-    kernel = np.zeros((size, size), np.float64)
-    centre = (size - 1) / 2
-    # Oversample the path so fast segments still draw continuous strokes.
+    # Oversample the path (equal exposure per step) so fast segments still draw continuous strokes.
     dense = np.concatenate([np.linspace(a, b, 8, endpoint=False) for a, b in itertools.pairwise(points)])
-    for x, y in dense + centre:
+    dense -= dense.mean(axis=0)  # bilinear splatting keeps this mean: it becomes the kernel's centroid
+    radius = int(np.ceil(np.abs(dense).max())) + 1  # a pixel of margin for splatting
+    kernel = np.zeros((2 * radius + 1, 2 * radius + 1), np.float64)
+    for x, y in dense + radius:
         x0, y0 = int(np.floor(x)), int(np.floor(y))
         fx, fy = x - x0, y - y0
         kernel[y0, x0] += (1 - fx) * (1 - fy)
@@ -144,11 +149,47 @@ def load_photo(
     return photo
 
 
-def write_pair(out_dir: Path, split: str, name: str, sharp: np.ndarray, blurred: np.ndarray) -> None:
+IMAGE_FORMATS = ("png", "bmp")  # bmp: uncompressed, ~20× cheaper to read back for training patches
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    """What every photo of one ``synthesize`` call shares (picklable, for worker processes)."""
+
+    out_dir: Path
+    seed: int
+    max_side: int | None
+    min_side: int
+    variants: int
+    settings: BlurSettings
+    previews: bool
+    frame: tuple[int, int] | None
+    image_format: str
+
+
+def write_pair(job: PhotoJob, split: str, name: str, sharp: np.ndarray, blurred: np.ndarray) -> None:
     for kind, array in (("sharp", sharp), ("blur", blurred)):
-        target = out_dir / split / kind / f"{name}.png"
+        target = job.out_dir / split / kind / f"{name}.{job.image_format}"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(target)
+
+
+def synthesize_photo(job: PhotoJob, index: int, path: Path, split: str) -> int:
+    """Write the blurred variants of one photo; returns the pairs written (0 if it was skipped)."""
+    sharp = load_photo(path, job.max_side, job.min_side, job.frame)
+    if sharp is None:
+        return 0
+    for variant in range(job.variants):
+        # One generator per (photo, variant): output does not depend on processing order or workers.
+        rng = np.random.default_rng([job.seed, index, variant])
+        kernel = random_kernel(rng, job.settings)
+        name = f"{path.stem}_{index:04d}_{variant}"
+        write_pair(job, split, name, sharp, blur_image(sharp, kernel, rng, job.settings))
+        if job.previews:
+            target = job.out_dir / split / "kernels" / f"{name}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            kernel_preview(kernel).save(target)
+    return job.variants
 
 
 def synthesize(
@@ -163,8 +204,12 @@ def synthesize(
     settings: BlurSettings = BlurSettings(),
     previews: bool = True,
     frame: tuple[int, int] | None = None,
+    image_format: str = "png",
+    workers: int = 1,
 ) -> int:
-    """Write ``out_dir/{train,val}/{blur,sharp}/*.png`` from the photos in ``src_dir``; returns pairs written."""
+    """Write ``out_dir/{train,val}/{blur,sharp}/*.<format>`` from the photos in ``src_dir``; returns pairs written."""
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     sources = list_images(src_dir)
     if not sources:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src_dir}")
@@ -172,23 +217,14 @@ def synthesize(
     random.Random(seed).shuffle(order)
     n_val = round(len(sources) * val_fraction) if len(sources) > 1 else 0
     val_indices = set(order[:n_val])
-    written = 0
-    for index, path in enumerate(sources):
-        split = "val" if index in val_indices else "train"
-        sharp = load_photo(path, max_side, min_side, frame)
-        if sharp is None:
-            continue
-        for variant in range(variants):
-            # One generator per (photo, variant): output does not depend on processing order.
-            rng = np.random.default_rng([seed, index, variant])
-            kernel = random_kernel(rng, settings)
-            name = f"{path.stem}_{index:04d}_{variant}"
-            write_pair(out_dir, split, name, sharp, blur_image(sharp, kernel, rng, settings))
-            if previews:
-                target = out_dir / split / "kernels" / f"{name}.png"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                kernel_preview(kernel).save(target)
-            written += 1
+    splits = ["val" if index in val_indices else "train" for index in range(len(sources))]
+    job = PhotoJob(out_dir, seed, max_side, min_side, variants, settings, previews, frame, image_format)
+    jobs = [job] * len(sources)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            written = sum(pool.map(synthesize_photo, jobs, range(len(sources)), sources, splits))
+    else:
+        written = sum(map(synthesize_photo, jobs, range(len(sources)), sources, splits))
     log.info("wrote %d pairs from %d photos to %s", written, len(sources), out_dir)
     return written
 
@@ -217,6 +253,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise-sigma", type=float, default=BlurSettings.noise_sigma)
     parser.add_argument("--jpeg-probability", type=float, default=BlurSettings.jpeg_probability)
     parser.add_argument("--no-previews", action="store_true", help="skip the kernel preview images")
+    parser.add_argument("--format", choices=IMAGE_FORMATS, default="png", help="bmp: larger, much faster to train on")
+    parser.add_argument("--workers", type=int, default=1, help="photos processed in parallel")
     parser.add_argument(
         "--frame", type=parse_frame, default=None, help="crop every photo to WIDTHxHEIGHT (e.g. 1280x720)"
     )
@@ -238,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         settings=settings,
         previews=not args.no_previews,
         frame=args.frame,
+        image_format=args.format,
+        workers=args.workers,
     )
 
 
