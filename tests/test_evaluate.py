@@ -11,7 +11,7 @@ import torch
 from conftest import textured_image
 from PIL import Image
 
-from deblur.imageio import to_model_range
+from deblur.imageio import to_model_range, to_uint8
 from deblur.metrics import psnr, to_unit_range
 from deblur.model import DeblurUNet, ModelConfig, load_model, save_checkpoint
 from deblur.tiling import restore_tiled
@@ -43,7 +43,8 @@ def test_reports_input_output_and_gain_per_image_and_mean(
     write_pairs(tmp_path / "test", 3)
     report = tmp_path / "scores.json"
     means = main(["--checkpoint", str(checkpoint), "--data", str(tmp_path / "test"), "--tile", "32",
-                  "--overlap", "8", "--precision", "fp32", "--json", str(report)])  # fmt: skip
+                  "--overlap", "8", "--precision", "fp32", "--json", str(report),
+                  "--save-dir", str(tmp_path / "restored")])  # fmt: skip
 
     document = json.loads(report.read_text())
     assert [image["name"] for image in document["images"]] == ["test_blur_f0", "test_blur_f1", "test_blur_f2"]
@@ -55,6 +56,8 @@ def test_reports_input_output_and_gain_per_image_and_mean(
     sharp = to_unit_range(to_model_range(np.asarray(Image.open(tmp_path / "test" / "sharp" / "f0.png"))))
     restored = restore_tiled(load_model(checkpoint), blur, 32, 8).clamp(-1, 1)
     assert first["output_psnr"] == pytest.approx(psnr(to_unit_range(restored), sharp))
+    saved = np.asarray(Image.open(tmp_path / "restored" / "test_blur_f0.png"))
+    assert np.array_equal(saved, to_uint8(restored))  # the restored image as served (8-bit)
     assert first["input_psnr"] == pytest.approx(psnr(to_unit_range(blur), sharp))
     assert first["gain"] == pytest.approx(first["output_psnr"] - first["input_psnr"])
     assert means["gain"] == pytest.approx(np.mean([image["gain"] for image in document["images"]]))

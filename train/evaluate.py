@@ -2,7 +2,7 @@
 
     python -m train.evaluate --checkpoint outputs/run1/best.pt --data data/gopro/test \
         [--tile 512 --overlap 64] [--precision auto] [--skip-fraction 0.5 --seed 0] [--tlc-window 384] \
-        [--json scores.json]
+        [--json scores.json] [--save-dir restored/]
 
 Prints per-image and mean PSNR/SSIM of the blurred input and of the restored output against the
 sharp image, and the gain. ``--skip-fraction`` leaves out the seeded share that training took for
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
+from deblur.imageio import to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.model import ModelConfig, build_model, load_model, read_checkpoint
 from deblur.runtime import PRECISIONS, make_predictor
@@ -57,13 +59,24 @@ def load_for_evaluation(checkpoint: Path, device: torch.device, tlc_window: int 
 
 
 def score_pairs(
-    predict: Predictor, pairs: list[Pair], tile: int, overlap: int, device: torch.device
+    predict: Predictor,
+    pairs: list[Pair],
+    tile: int,
+    overlap: int,
+    device: torch.device,
+    save_dir: Path | None = None,
 ) -> list[ImageScore]:
-    """Each pair through ``restore_tiled`` and clamping, as the handler restores a request."""
+    """Each pair through ``restore_tiled`` and clamping, as the handler restores a request.
+
+    With ``save_dir`` each restored image is also written there as ``<name>.png`` (8-bit, as served).
+    """
     frames = FrameDataset(pairs)
     scores = []
     for index, (blur, sharp) in enumerate(frames):
         restored = restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(to_uint8(restored)).save(save_dir / f"{frames.name(index)}.png")
         reference, before, after = to_unit_range(sharp), to_unit_range(blur), to_unit_range(restored)
         input_scores = psnr(before, reference), ssim(before, reference)
         scores.append(ImageScore(frames.name(index), *input_scores, psnr(after, reference), ssim(after, reference)))
@@ -110,6 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as the handler: auto = bf16/fp16 "
                         "where the device runs it natively, else fp32")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write per-image and mean scores here")
+    parser.add_argument("--save-dir", type=Path, help="also write each restored image here as <name>.png")
     return parser.parse_args(argv)
 
 
@@ -123,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     check_pairs(pairs)
     device = torch.device(args.device)
     model = load_for_evaluation(args.checkpoint, device, args.tlc_window)
-    scores = score_pairs(make_predictor(model, device, args.precision), pairs, args.tile, args.overlap, device)
+    predict = make_predictor(model, device, args.precision)
+    scores = score_pairs(predict, pairs, args.tile, args.overlap, device, args.save_dir)
     sys.stdout.write(format_report(scores) + "\n")
     means = summary(scores)
     if args.json:
