@@ -32,7 +32,7 @@ from bench import reference
 from deblur.imageio import decode_image, encode_array, to_array, to_model_range
 from deblur.metrics import psnr, to_unit_range
 from deblur.model import load_model
-from deblur.runtime import make_predictor, resolve_precision
+from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
 from deblur.tiling import count_tiles, restore_tiled
 from model_archive.build import ArchiveSpec, HandlerSettings, build_archive
 from serve.private import PrivateServer
@@ -105,11 +105,11 @@ def in_process_variants(model: torch.nn.Module, image: torch.Tensor, args: argpa
     steps = [
         ("evenly spaced full tiles, 1 tile/call, fp32", dict(precision="fp32", channels_last=False, batch=1, align=0)),
         ("+ tiles shrunk to fit the image", dict(precision="fp32", channels_last=False, batch=1, align=16)),
-        ("+ batches of 4 tiles", dict(precision="fp32", channels_last=False, batch=4, align=16)),
-        ("+ channels_last", dict(precision="fp32", channels_last=True, batch=4, align=16)),
-        ("+ bf16 autocast (auto) = served path", dict(precision="auto", channels_last=True, batch=4, align=16)),
-        ("served path, batches of 2", dict(precision="auto", channels_last=True, batch=2, align=16)),
-        ("served path, 1 tile/call", dict(precision="auto", channels_last=True, batch=1, align=16)),
+        ("+ channels_last", dict(precision="fp32", channels_last=True, batch=1, align=16)),
+        ("+ bf16 autocast (auto) = served path on CPU", dict(precision="auto", channels_last=True, batch=1, align=16)),
+        ("served path, batches of 2 tiles", dict(precision="auto", channels_last=True, batch=2, align=16)),
+        ("served path, batches of 4 tiles", dict(precision="auto", channels_last=True, batch=4, align=16)),
+        ("fp32, batches of 4 tiles", dict(precision="fp32", channels_last=True, batch=4, align=16)),
     ]
     for name, options in steps:
         predict = make_predictor(model, "cpu", options["precision"], options["channels_last"])
@@ -316,7 +316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="tiles per forward pass (0: as the handler, automatic)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed-max-pixels", type=int, default=4096 * 4096, help="skip the slow seeds' loop above")
     parser.add_argument("--eval-dir", type=Path, help="held-out {blur,sharp} pairs for the bf16 quality check")
@@ -330,6 +330,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.batch = resolve_tile_batch(args.batch, "cpu")
     model = load_model(args.checkpoint, "cpu")
     autocast = resolve_precision(args.precision, torch.device("cpu"))
     results = Results(machine={

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deblur.imageio import ImageError
 from deblur.model import load_model
-from deblur.runtime import PRECISIONS, Predictor, make_predictor
+from deblur.runtime import PRECISIONS, Predictor, make_predictor, resolve_tile_batch
 from handler.pipeline import decode_request, encode_restored, restore_request
 from handler.request import RESPONSE_FORMATS, DeblurRequest, RequestError, RestoreOptions, ServingDefaults, check_tiling
 
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--overlap", type=int, help=f"default: {defaults.overlap}, or tile size / 2 when that is smaller"
     )
-    parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per forward pass")
+    parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per call (0: automatic)")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
     parser.add_argument("--format", choices=RESPONSE_FORMATS, default="png")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision, help="auto: bf16/fp16 if native")
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     predictor = make_predictor(load_model(args.checkpoint, device), device, args.precision)
+    args.tile_batch = resolve_tile_batch(args.tile_batch, device)
     report = restore_folder(files, predictor, args)
     print_report(report)
     return 1 if report.skipped else 0

@@ -30,7 +30,7 @@ from ts.utils.util import PredictionException
 
 from deblur.imageio import ImageError
 from deblur.model import load_model
-from deblur.runtime import make_predictor, resolve_precision
+from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
 from handler.pipeline import (
     DecodedRequest,
     Encoded,
@@ -68,11 +68,12 @@ class DeblurHandler(BaseHandler):
         self.model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
         # The fastest safe arithmetic for this device (bf16 on CPUs with native bf16) unless forced to fp32.
         self.predict = make_predictor(self.model, self.device, self.defaults.precision)
+        self.tile_batch = resolve_tile_batch(self.defaults.tile_batch, self.device)
         dtype = resolve_precision(self.defaults.precision, self.device) or torch.float32
         log.info(
             "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d",
             self.model_version, self.device, dtype, torch.get_num_threads(),
-            self.defaults.tile_size, self.defaults.overlap, self.defaults.tile_batch,
+            self.defaults.tile_size, self.defaults.overlap, self.tile_batch,
         )  # fmt: skip
         self.initialized = True
 
@@ -87,7 +88,7 @@ class DeblurHandler(BaseHandler):
 
     def inference(self, data: list[DecodedRequest], *args: Any, **kwargs: Any) -> list[Restored]:
         with torch.inference_mode():
-            return [restore_request(item, self.predict, self.defaults.tile_batch, self.device) for item in data]
+            return [restore_request(item, self.predict, self.tile_batch, self.device) for item in data]
 
     def postprocess(self, data: list[Restored]) -> list[bytes]:
         with as_http_errors():

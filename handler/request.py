@@ -45,7 +45,7 @@ class ServingDefaults:
 
     tile_size: int = 512
     overlap: int = 64
-    tile_batch: int = 4
+    tile_batch: int = 0  # tiles per forward pass; 0: automatic (1 on CPU, 4 on GPU; see resolve_tile_batch)
     max_pixels: int = DEFAULT_MAX_PIXELS
     ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
     precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
@@ -60,8 +60,8 @@ class ServingDefaults:
         if defaults.precision not in PRECISIONS:
             raise ValueError(f"handler precision must be one of {PRECISIONS}, got {defaults.precision!r}")
         check_tiling(defaults.tile_size, defaults.overlap)
-        if defaults.tile_batch < 1 or defaults.max_pixels < 1:
-            raise ValueError(f"tile_batch and max_pixels must be ≥ 1, got {defaults}")
+        if defaults.tile_batch < 0 or defaults.max_pixels < 1:
+            raise ValueError(f"tile_batch must be ≥ 0 (0 = automatic) and max_pixels ≥ 1, got {defaults}")
         return defaults
 
 

@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--response-timeout", type=int, default=ArchiveSpec.response_timeout, help="seconds")
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size)
     parser.add_argument("--overlap", type=int, default=defaults.overlap)
-    parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per forward pass")
+    parser.add_argument("--tile-batch", type=int, default=defaults.tile_batch, help="tiles per call (0: automatic)")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest accepted width*height")
     parser.add_argument(
         "--ensemble-max-pixels",

@@ -47,7 +47,7 @@ class HandlerSettings:
 
     tile_size: int = 512
     overlap: int = 64
-    tile_batch: int = 4
+    tile_batch: int = 0  # 0: automatic (1 tile per forward pass on CPU, 4 on GPU)
     max_pixels: int = 4096 * 4096
     ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
     precision: str = "auto"  # bf16 autocast on CPUs with native bf16; "fp32" forces full precision

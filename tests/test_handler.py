@@ -261,13 +261,13 @@ def test_yaml_settings_override_defaults(model_dir: Path) -> None:
     context = make_context(model_dir, {"handler": {"tile_size": 32, "overlap": 8, "tile_batch": 3}})
     handler = DeblurHandler()
     handler.initialize(context)
-    assert handler.defaults == ServingDefaults(tile_size=32, overlap=8, tile_batch=3)
+    assert handler.defaults == ServingDefaults(tile_size=32, overlap=8, tile_batch=3) and handler.tile_batch == 3
     answer = run_json(handler, context, {"image": b64(png_bytes(textured_image(70, 50)))})
     assert answer["tiles"] == 3 * 2
 
 
 @pytest.mark.parametrize(
-    "section", [{"tile_size": 8}, {"tile_size": 64, "overlap": 40}, {"tile_batch": 0}, {"tile": 64}]
+    "section", [{"tile_size": 8}, {"tile_size": 64, "overlap": 40}, {"tile_batch": -1}, {"tile": 64}]
 )
 def test_nonsense_yaml_settings_fail_initialize(model_dir: Path, section: dict[str, int]) -> None:
     with pytest.raises(ValueError):

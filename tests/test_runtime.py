@@ -13,7 +13,7 @@ from conftest import textured_image
 
 from deblur.imageio import to_model_range, to_uint8
 from deblur.model import DeblurUNet, ModelConfig
-from deblur.runtime import make_predictor, resolve_precision
+from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
 from deblur.tiling import restore_tiled
 
 MIN_PSNR_VS_FP32 = 40.0
@@ -55,6 +55,14 @@ def test_precision_resolution() -> None:
     assert resolve_precision("auto", torch.device("cpu")) in (None, torch.bfloat16)
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("int4", torch.device("cpu"))
+
+
+def test_tile_batch_resolution() -> None:
+    assert resolve_tile_batch(0, "cpu") == 1  # automatic: batches overflow CPU caches
+    assert resolve_tile_batch(0, torch.device("cuda", 0)) == 4  # GPUs need batches to fill their cores
+    assert resolve_tile_batch(3, "cpu") == 3
+    with pytest.raises(ValueError, match="≥ 0"):
+        resolve_tile_batch(-1, "cpu")
 
 
 def test_predictor_keeps_shape_and_returns_float32(model: torch.nn.Module) -> None:

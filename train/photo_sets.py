@@ -86,9 +86,9 @@ def training_photos() -> dict[str, Path]:
         found = sorted(OPENCV_DATA.glob(f"{stem}.*"))
         photos[f"cv_{stem}{found[0].suffix if found else '.jpg'}"] = found[0] if found else OPENCV_DATA / stem
     for package, files in PYTHON_PACKAGE_PHOTOS.items():
-        root = package_dir(package)
+        root = package_dir(package) or Path(f"<{package} not installed>")
         for name in files:
-            photos[f"{PACKAGE_PREFIXES[package]}_{Path(name).name}"] = (root or Path(f"<{package} not installed>")) / name
+            photos[f"{PACKAGE_PREFIXES[package]}_{Path(name).name}"] = root / name
     return photos
 
 
