@@ -1,6 +1,6 @@
 """``python -m serve COMMAND``: operate the local TorchServe and its model versions from the repo.
 
-Commands: start, stop, status, register, set-default, rollback, unregister, scale, predict. Every
+Commands: start, stop, status, register, set-default, rollback, unregister, scale, predict, score. Every
 failure (TorchServe down, a refused call, a bad argument) prints one readable message, no
 traceback, and exits with status 1.
 """
@@ -8,12 +8,16 @@ traceback, and exits with status 1.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import math
 import sys
 from pathlib import Path
 
 from serve import models, server
 from serve.client import MODEL_NAME, BackendError, TorchServeClient
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SUFFIX_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -62,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", help="model version (default: the model's default version)")
     predict.add_argument("--model", default=MODEL_NAME)
     predict.add_argument("--timeout", type=float, default=900.0, help="seconds; a 4096² image takes minutes on CPU")
+
+    score = commands.add_parser("score", parents=[common], help="PSNR/SSIM gain on paired images, via the server")
+    score.add_argument("data", type=Path, help="a folder with blur/ and sharp/ holding same-named images")
+    score.add_argument("--version", help="model version (default: the model's default version)")
+    score.add_argument("--model", default=MODEL_NAME)
+    score.add_argument("--json", type=Path, help="also write per-image and mean scores here")
+    score.add_argument("--timeout", type=float, default=900.0)
     return parser
 
 
@@ -134,6 +145,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def paired_images(data: Path) -> list[tuple[Path, Path]]:
+    """(blurred, sharp) files of ``data/blur`` and ``data/sharp`` matched by relative path."""
+    blur_dir, sharp_dir = data / "blur", data / "sharp"
+    blurred = sorted(p for p in blur_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = [(path, sharp_dir / path.relative_to(blur_dir)) for path in blurred]
+    missing = [str(sharp) for _, sharp in pairs if not sharp.is_file()]
+    if not pairs or missing:
+        raise FileNotFoundError(f"no blur/ images under {data}" if not pairs else f"no sharp partner: {missing[:5]}")
+    return pairs
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Each pair through the server's JSON API with its ground truth; the server computes the metrics."""
+    client: TorchServeClient = server.client_for(args.config, args.run_dir, timeout=args.timeout)
+    rows = []
+    for blurred, sharp in paired_images(args.data):
+        payload = {"image": b64(blurred), "ground_truth": b64(sharp)}
+        answer = client.predict_json(payload, model=args.model, version=args.version)
+        # The server reports identical images' infinite PSNR as null.
+        metrics = {key: math.inf if value is None else value for key, value in answer["metrics"].items()}
+        name, gain = str(blurred.relative_to(args.data / "blur")), metrics["psnr"] - metrics["input_psnr"]
+        rows.append({"name": name, **metrics, "gain": gain, "version": answer["model"]["version"]})
+        print(f"{rows[-1]['name']}: {metrics['input_psnr']:.2f} → {metrics['psnr']:.2f} dB ({rows[-1]['gain']:+.2f})")
+    keys = ("input_psnr", "input_ssim", "psnr", "ssim", "gain")
+    mean = {key: sum(row[key] for row in rows) / len(rows) for key in keys}
+    print(f"mean of {len(rows)}: PSNR {mean['input_psnr']:.2f} → {mean['psnr']:.2f} dB ({mean['gain']:+.2f}), "
+          f"SSIM {mean['input_ssim']:.4f} → {mean['ssim']:.4f}, model version {rows[0]['version']}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"mean": mean, "images": rows}, indent=2))
+    return 0
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 COMMANDS = {
     "start": cmd_start,
     "stop": cmd_stop,
@@ -144,6 +191,7 @@ COMMANDS = {
     "unregister": cmd_unregister,
     "scale": cmd_scale,
     "predict": cmd_predict,
+    "score": cmd_score,
 }
 
 

@@ -8,6 +8,7 @@ The test leaves the server as it found it: 1.0 the only version, and the default
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,6 +115,24 @@ def test_cli_predict_writes_the_answer(deployment: Deployment, tmp_path: Path) -
     assert serve_cli(deployment, "predict", str(source), "-o", str(tmp_path / "out.webp")) == 0
     image = Image.open(tmp_path / "out.webp")
     assert (image.format, image.size) == ("WEBP", (48, 32))
+
+
+def test_cli_scores_a_paired_folder_through_the_server(deployment: Deployment, tmp_path: Path) -> None:
+    for name, seed in (("a.png", 1), ("sub/b.png", 2)):
+        sharp = textured_image(40, 30, seed=seed)
+        blurred = (sharp.astype(np.float32) * 0.8 + 20).astype(np.uint8)  # any difference will do
+        for kind, array in (("sharp", sharp), ("blur", blurred)):
+            (tmp_path / "pairs" / kind / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "pairs" / kind / name).write_bytes(png_bytes(array))
+    report = tmp_path / "scores.json"
+    assert serve_cli(deployment, "score", str(tmp_path / "pairs"), "--json", str(report)) == 0
+    scores = json.loads(report.read_text())
+    assert [row["name"] for row in scores["images"]] == ["a.png", "sub/b.png"]
+    for row in scores["images"]:
+        assert row["gain"] == pytest.approx(row["psnr"] - row["input_psnr"]) and 0 < row["input_psnr"] < 60
+    assert scores["mean"]["psnr"] == pytest.approx(np.mean([row["psnr"] for row in scores["images"]]))
+    (tmp_path / "pairs" / "sharp" / "a.png").unlink()
+    assert serve_cli(deployment, "score", str(tmp_path / "pairs")) == 1  # an unpaired image: a clear error
 
 
 def test_cli_reports_a_server_that_is_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
