@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from deblur.files import IMAGE_SUFFIXES, list_images
 from deblur.imageio import ImageError
 from deblur.model import load_model
 from deblur.runtime import PRECISIONS, Predictor, make_predictor, resolve_tile_batch
@@ -24,7 +25,6 @@ from handler.request import RESPONSE_FORMATS, DeblurRequest, RequestError, Resto
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "default.pt"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 OUTPUT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 
@@ -51,10 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8× slower)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     return parser.parse_args(argv)
-
-
-def find_images(input_dir: Path) -> list[Path]:
-    return sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def output_path(source: Path, args: argparse.Namespace) -> Path:
@@ -114,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_dir.resolve() == args.input_dir.resolve():
         print("error: OUTPUT_DIR must differ from INPUT_DIR", file=sys.stderr)
         return 1
-    files = find_images(args.input_dir)
+    files = list_images(args.input_dir)
     if not files:
         print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {args.input_dir}", file=sys.stderr)
         return 1

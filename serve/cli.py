@@ -14,10 +14,10 @@ import math
 import sys
 from pathlib import Path
 
+from deblur.files import list_images
 from serve import models, server
 from serve.client import MODEL_NAME, BackendError, TorchServeClient
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SUFFIX_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -148,8 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def paired_images(data: Path) -> list[tuple[Path, Path]]:
     """(blurred, sharp) files of ``data/blur`` and ``data/sharp`` matched by relative path."""
     blur_dir, sharp_dir = data / "blur", data / "sharp"
-    blurred = sorted(p for p in blur_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    pairs = [(path, sharp_dir / path.relative_to(blur_dir)) for path in blurred]
+    pairs = [(path, sharp_dir / path.relative_to(blur_dir)) for path in list_images(blur_dir)]
     missing = [str(sharp) for _, sharp in pairs if not sharp.is_file()]
     if not pairs or missing:
         raise FileNotFoundError(f"no blur/ images under {data}" if not pairs else f"no sharp partner: {missing[:5]}")

@@ -20,9 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from deblur.files import list_images
 from deblur.imageio import to_model_range
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 class PairingError(ValueError):
@@ -36,8 +35,7 @@ class Pair:
 
 
 def _images_by_relative_path(folder: Path) -> dict[Path, Path]:
-    files = (p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return {p.relative_to(folder): p for p in files}
+    return {p.relative_to(folder): p for p in list_images(folder)}
 
 
 def _pair_folders(blur_dir: Path, sharp_dir: Path) -> list[Pair]:

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deblur.files import IMAGE_SUFFIXES, list_images
+
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,6 @@ def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, 
 def kernel_preview(kernel: np.ndarray, size: int = 64) -> Image.Image:
     scaled = (kernel / kernel.max() * 255).astype(np.uint8)
     return Image.fromarray(scaled).resize((size, size), Image.Resampling.NEAREST)
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def fit_image(image: Image.Image, max_side: int | None) -> Image.Image:
