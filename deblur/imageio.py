@@ -190,11 +190,12 @@ def to_8bit(array: np.ndarray) -> np.ndarray:
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """(H, W, C) uint8/uint16 → PNG, written directly: about twice as fast as Pillow's PNG encoder.
+    """(H, W, C) uint8/uint16 → PNG, written directly: 3.5× faster than Pillow's PNG encoder at level 1.
 
     Every row uses PNG's "Up" filter (byte-wise difference to the row above, one vectorised
-    subtraction) and zlib level 1: on photos that compresses better than Pillow at level 1, whose
-    per-row adaptive filter choice costs more time than the compression. Pillow also cannot write
+    subtraction) and zlib level 1, compressed on all intra-op threads (``deflate``); Pillow's per-row
+    adaptive filter choice costs more time than the compression and saves only 2–7 % of the size
+    (``python -m bench``, 2048² and a 720p photo). Pillow also cannot write
     16-bit colour, which this writes as it writes 8 bits (big-endian samples, as PNG stores them).
     """
     height, width, channels = array.shape

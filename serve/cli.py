@@ -166,7 +166,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         metrics = {key: math.inf if value is None else value for key, value in answer["metrics"].items()}
         name, gain = str(blurred.relative_to(args.data / "blur")), metrics["psnr"] - metrics["input_psnr"]
         rows.append({"name": name, **metrics, "gain": gain, "version": answer["model"]["version"]})
-        print(f"{rows[-1]['name']}: {metrics['input_psnr']:.2f} → {metrics['psnr']:.2f} dB ({rows[-1]['gain']:+.2f})")
+        print(f"{name}: {metrics['input_psnr']:.2f} → {metrics['psnr']:.2f} dB ({gain:+.2f})")
     keys = ("input_psnr", "input_ssim", "psnr", "ssim", "gain")
     mean = {key: sum(row[key] for row in rows) / len(rows) for key in keys}
     print(f"mean of {len(rows)}: PSNR {mean['input_psnr']:.2f} → {mean['psnr']:.2f} dB ({mean['gain']:+.2f}), "
