@@ -1,8 +1,8 @@
 """Inference cost of candidate architectures: `python -m bench.models [--repeats 5]`.
 
 For each candidate (random weights: cost does not depend on them) prints parameters, ms per
-512×512 tile on the served path (channels_last, precision as the handler picks it, batches of
-four tiles) and the estimated model time for a 2048×2048 image with the handler's tile layout,
+512×512 tile on the served path (channels_last, precision and tiles per call as the handler picks
+them) and the estimated model time for a 2048×2048 image with the handler's tile layout,
 so architecture choices are made on quality gained per second of inference.
 """
 
@@ -15,7 +15,7 @@ import time
 import torch
 
 from deblur.model import ModelConfig, build_model, count_parameters
-from deblur.runtime import make_predictor
+from deblur.runtime import make_predictor, resolve_tile_batch
 from deblur.tiling import count_tiles
 
 CANDIDATES: dict[str, ModelConfig] = {
@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="tiles per call (0: as the handler, automatic)")
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args(argv)
+    args.batch = resolve_tile_batch(args.batch, "cpu")
     tiles_2048 = count_tiles(2048, 2048, args.tile, 64)
     print(f"| model | params | ms per {args.tile}² tile | est. model s at 2048² ({tiles_2048} tiles) |")
     print("|---|---:|---:|---:|")
