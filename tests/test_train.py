@@ -23,6 +23,7 @@ from PIL import Image
 import train.loop
 from deblur.model import load_model, read_checkpoint
 from deblur.nafnet import NAFNetLocal
+from train.checkpoints import update_ema
 from train.config import TrainConfig, parse_config
 from train.data import (
     EpochSampler,
@@ -357,6 +358,46 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
         main(tiny_config(data, tmp_path / "other", init_from=straight))  # a DeblurUNet from NAFNet weights
     with pytest.raises(ValueError, match="pick one"):
         tiny_config(data, tmp_path / "both", init_from=straight, resume=straight)
+
+
+def test_ema_update_ramps_then_averages() -> None:
+    ema, model = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    start = ema.weight.detach().clone()
+    update_ema(ema, model, decay=0.99, step=0)  # ramp: decay 1/10 on the first step
+    torch.testing.assert_close(ema.weight, 0.1 * start + 0.9 * model.weight)
+    before = ema.weight.detach().clone()
+    update_ema(ema, model, decay=0.99, step=10**6)
+    torch.testing.assert_close(ema.weight, 0.99 * before + 0.01 * model.weight)
+
+
+def test_ema_weights_are_validated_exported_and_resumed(
+    tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_paired_dataset(tmp_path / "data", {"train": 4, "val": 1})
+    config = tiny_config(data, tmp_path / "straight", experiment="test-ema", epochs=1, ema_decay=0.9, lr=1e-2)
+    main(config)
+    last, best = read_checkpoint(tmp_path / "straight" / "last.pt"), read_checkpoint(tmp_path / "straight" / "best.pt")
+    for name, tensor in last["ema"].items():
+        assert torch.equal(best["state_dict"][name], tensor), name  # the average is what gets exported
+    assert not all(torch.equal(last["state_dict"][n], t) for n, t in last["ema"].items())  # and not the raw weights
+
+    real_step, calls = train.loop.train_step, []
+
+    def step_then_ctrl_c(*args: object) -> tuple[float, float]:
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_step(*args)
+
+    resumed_dir = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(train.loop, "train_step", step_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            main(tiny_config(**{**config.__dict__, "out_dir": resumed_dir}))
+    main(tiny_config(**{**config.__dict__, "out_dir": resumed_dir, "resume": resumed_dir / "last.pt"}))
+    resumed = read_checkpoint(resumed_dir / "last.pt")
+    for name, tensor in last["ema"].items():
+        assert torch.equal(resumed["ema"][name], tensor), name
 
 
 def test_two_process_gloo_run(tmp_path: Path, mlflow_store: str) -> None:

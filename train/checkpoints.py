@@ -57,6 +57,19 @@ class Trainables:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    ema: nn.Module | None = None  # moving average of ``model``'s weights (--ema-decay), validated and exported
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """ema ← decay·ema + (1 − decay)·model; the decay ramps up over the first steps so that a run
+    from random weights is not averaged with them for thousands of steps."""
+    rate = 1 - min(decay, (1 + step) / (10 + step))
+    for averaged, current in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+        if averaged.is_floating_point():
+            averaged.lerp_(current, rate)
+        else:
+            averaged.copy_(current)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -101,6 +114,7 @@ def save_resumable(
             "train_state": state.to_dict(),
             "train_config": train_config,
             "rng": capture_rng(),
+            **({"ema": trainables.ema.state_dict()} if trainables.ema is not None else {}),
         },
     )
 
@@ -114,5 +128,8 @@ def restore_resumable(path: Path, trainables: Trainables) -> TrainState:
     trainables.optimizer.load_state_dict(payload["optimizer"])
     trainables.scheduler.load_state_dict(payload["scheduler"])
     trainables.scaler.load_state_dict(payload["scaler"])
+    if trainables.ema is not None:
+        # a run that had no average yet starts it from the restored weights
+        trainables.ema.load_state_dict(payload.get("ema", payload["state_dict"]))
     restore_rng(payload["rng"])
     return TrainState.from_dict(payload["train_state"])

@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     min_lr: float = 1e-6
     grad_clip: float = 1.0
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): validate and export a moving average of the weights
     loss: str = "combined"
     amp: bool = False  # bf16 autocast on CPU, fp16 + GradScaler on CUDA
     patience: int = 50
@@ -77,6 +78,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_dir == "train" and self.val_fraction == 0:

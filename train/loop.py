@@ -7,6 +7,7 @@ in one process or under ``torchrun`` (rank 0 validates, checkpoints, logs and ta
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -29,7 +30,7 @@ from deblur.model import ModelConfig, build_model, count_parameters, read_checkp
 from deblur.runtime import cpu_has_native_bf16
 from deblur.tiling import restore_tiled
 from train import tracking
-from train.checkpoints import Trainables, TrainState, restore_resumable, save_resumable
+from train.checkpoints import Trainables, TrainState, restore_resumable, save_resumable, update_ema
 from train.config import TrainConfig
 from train.data import (
     EpochSampler,
@@ -112,7 +113,8 @@ def build_trainables(config: TrainConfig, device: torch.device) -> Trainables:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
-    return Trainables(model, optimizer, scheduler, scaler)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
+    return Trainables(model, optimizer, scheduler, scaler, ema)
 
 
 def wrap_for_training(model: nn.Module, context: DistContext, device: torch.device) -> nn.Module:
@@ -134,6 +136,8 @@ def train_step(session: Session, blur: torch.Tensor, sharp: torch.Tensor) -> tup
     grad_norm = torch.nn.utils.clip_grad_norm_(session.net.parameters(), config.grad_clip)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
+    if parts.ema is not None:
+        update_ema(parts.ema, parts.model, config.ema_decay, session.state.step)
     return loss.item(), float(grad_norm)
 
 
@@ -156,8 +160,11 @@ def train_one_epoch(session: Session) -> dict[str, float]:
 
 
 def inference_model(session: Session) -> tuple[nn.Module, ModelConfig]:
-    """The model as validated and exported: the trained one, or its TLC twin sharing the weights."""
-    model, config = session.trainables.model, session.config.model_config(inference=True)
+    """The model as validated and exported: the trained one (its moving average with --ema-decay),
+    or its TLC twin sharing the weights."""
+    parts = session.trainables
+    model = parts.ema if parts.ema is not None else parts.model
+    config = session.config.model_config(inference=True)
     if config == session.config.model_config():
         return model.eval(), config
     twin = build_model(config).to(session.device)
@@ -287,6 +294,8 @@ def build_session(config: TrainConfig, context: DistContext, device: torch.devic
         log.info("resumed from %s at epoch %d, step %d", config.resume, state.epoch, state.step)
     elif config.init_from:
         load_initial_weights(config.init_from, trainables.model, config.model_config())
+        if trainables.ema is not None:
+            trainables.ema.load_state_dict(trainables.model.state_dict())
         log.info("initial weights from %s", config.init_from)
     if config.amp and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("--amp on a CPU without native bf16: autocast is emulated and likely slower than fp32")
