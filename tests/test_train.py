@@ -377,9 +377,9 @@ def test_ema_weights_are_validated_exported_and_resumed(
     config = tiny_config(data, tmp_path / "straight", experiment="test-ema", epochs=1, ema_decay=0.9, lr=1e-2)
     main(config)
     last, best = read_checkpoint(tmp_path / "straight" / "last.pt"), read_checkpoint(tmp_path / "straight" / "best.pt")
-    for name, tensor in last["ema"].items():
-        assert torch.equal(best["state_dict"][name], tensor), name  # the average is what gets exported
-    assert not all(torch.equal(last["state_dict"][n], t) for n, t in last["ema"].items())  # and not the raw weights
+    for name, tensor in last["state_dict"].items():  # both hold the average: what was validated
+        assert torch.equal(best["state_dict"][name], tensor), name
+    assert not all(torch.equal(last["train_weights"][n], t) for n, t in last["state_dict"].items())
 
     real_step, calls = train.loop.train_step, []
 
@@ -396,8 +396,9 @@ def test_ema_weights_are_validated_exported_and_resumed(
             main(tiny_config(**{**config.__dict__, "out_dir": resumed_dir}))
     main(tiny_config(**{**config.__dict__, "out_dir": resumed_dir, "resume": resumed_dir / "last.pt"}))
     resumed = read_checkpoint(resumed_dir / "last.pt")
-    for name, tensor in last["ema"].items():
-        assert torch.equal(resumed["ema"][name], tensor), name
+    for key in ("state_dict", "train_weights"):
+        for name, tensor in last[key].items():
+            assert torch.equal(resumed[key][name], tensor), (key, name)
 
 
 def test_two_process_gloo_run(tmp_path: Path, mlflow_store: str) -> None:

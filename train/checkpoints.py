@@ -4,6 +4,10 @@ A resumable checkpoint is a ``deblur.model`` checkpoint (``load_model`` reads it
 with extra keys: optimiser, scheduler, scaler, the loop's position (epoch, batches done in the
 current epoch, step), early-stopping state, Python/NumPy/torch RNG states, the training config
 and the MLflow run id. Everything is plain types and tensors, loadable with ``weights_only``.
+
+With a moving average of the weights (``--ema-decay``) the checkpoint's model weights are the
+average, the ones validated, so ``load_model`` and the archiver get what the scores describe; the
+optimiser's own weights travel as ``train_weights``.
 """
 
 from __future__ import annotations
@@ -101,9 +105,10 @@ def save_resumable(
     path: Path, trainables: Trainables, model_config: ModelConfig, state: TrainState, train_config: dict[str, Any]
 ) -> Path:
     """Everything needed to continue the run exactly: weights, optimiser, schedule, scaler, RNG."""
+    averaged = trainables.ema is not None
     return save_checkpoint(
         path,
-        trainables.model,
+        trainables.ema if averaged else trainables.model,
         model_config,
         epoch=state.epoch,
         metrics={"psnr": state.best_psnr},
@@ -114,7 +119,7 @@ def save_resumable(
             "train_state": state.to_dict(),
             "train_config": train_config,
             "rng": capture_rng(),
-            **({"ema": trainables.ema.state_dict()} if trainables.ema is not None else {}),
+            **({"train_weights": trainables.model.state_dict()} if averaged else {}),
         },
     )
 
@@ -124,12 +129,11 @@ def restore_resumable(path: Path, trainables: Trainables) -> TrainState:
     payload = read_checkpoint(path)
     if "optimizer" not in payload:
         raise ValueError(f"{path} holds weights only; resume from a last.pt written during training")
-    trainables.model.load_state_dict(payload["state_dict"])
+    trainables.model.load_state_dict(payload.get("train_weights", payload["state_dict"]))
     trainables.optimizer.load_state_dict(payload["optimizer"])
     trainables.scheduler.load_state_dict(payload["scheduler"])
     trainables.scaler.load_state_dict(payload["scaler"])
-    if trainables.ema is not None:
-        # a run that had no average yet starts it from the restored weights
-        trainables.ema.load_state_dict(payload.get("ema", payload["state_dict"]))
+    if trainables.ema is not None:  # a run that had no average yet starts one from its weights
+        trainables.ema.load_state_dict(payload["state_dict"])
     restore_rng(payload["rng"])
     return TrainState.from_dict(payload["train_state"])

@@ -6,11 +6,13 @@ data can be rebuilt on another machine:
 
     sudo apt-get install mate-backgrounds opencv-doc lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 ukui-wallpapers
     python -m train.photo_sets /tmp/photos
-    python -m train.synth /tmp/photos/train /tmp/data --variants 8 --val-fraction 0.1 --min-side 160 --seed 1 \
+    python -m train.synth /tmp/photos/train /tmp/data --variants 8 --val-fraction 0.1 --min-side 256 --seed 1 \
         --format bmp --workers 2 --no-previews
     python -m train.synth /tmp/photos/heldout /tmp/heldout --val-fraction 0 --frame 1280x720 \
         --min-extent 11 --max-extent 33 --variants 2 --seed 7 --workers 2
 
+``--min-side 256`` leaves out the one photo too small for a 256-px training patch. The README's
+model card gives the training commands; ``train.evaluate --data /tmp/heldout/train`` scores a model.
 The held-out photos are never trained on and never pick a checkpoint (training validates on its
 own ``--val-fraction`` share). ``plasma-workspace-wallpapers`` is deliberately absent: it is kept
 for independent evaluation. Missing packages are reported and skipped.
