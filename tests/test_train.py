@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -358,6 +359,28 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
         main(tiny_config(data, tmp_path / "other", init_from=straight))  # a DeblurUNet from NAFNet weights
     with pytest.raises(ValueError, match="pick one"):
         tiny_config(data, tmp_path / "both", init_from=straight, resume=straight)
+
+
+def test_sigterm_saves_a_resumable_checkpoint_like_ctrl_c(
+    tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_paired_dataset(tmp_path / "data", {"train": 4, "val": 1})
+    real_step, calls = train.loop.train_step, []
+    before = signal.getsignal(signal.SIGTERM)
+
+    def step_then_sigterm(*args: object) -> tuple[float, float]:
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` from outside would
+        calls.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(train.loop, "train_step", step_then_sigterm)
+    with pytest.raises(KeyboardInterrupt, match="signal"):
+        main(tiny_config(data, tmp_path / "out", experiment="test-sigterm", epochs=3))
+    saved = read_checkpoint(tmp_path / "out" / "last.pt")
+    assert saved["train_state"]["step"] == 1 and "optimizer" in saved
+    assert mlflow.get_run(saved["train_state"]["run_id"]).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler lives only as long as the run
 
 
 def test_ema_update_ramps_then_averages() -> None:

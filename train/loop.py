@@ -12,7 +12,10 @@ import dataclasses
 import logging
 import math
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,22 +245,33 @@ def end_epoch(session: Session, metrics: dict[str, float]) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, ``docker stop``, a scheduler's preemption) stops training as Ctrl-C does.
+
+    Also the only polite stop for a run started in the background by a script: such jobs
+    inherit an ignored SIGINT, so Ctrl-C and ``kill -INT`` never reach them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_epochs(session: Session) -> None:
-    """Train until ``epochs`` or early stopping; Ctrl-C writes a resumable checkpoint first."""
+    """Train until ``epochs`` or early stopping; Ctrl-C or SIGTERM writes a resumable checkpoint first."""
     state, config = session.state, session.config
     try:
-        while state.epoch < config.epochs:
-            started = time.perf_counter()
-            metrics = train_one_epoch(session)
-            metrics["lr"] = session.trainables.optimizer.param_groups[0]["lr"]
-            session.trainables.scheduler.step()
-            state.epoch, state.batches_done = state.epoch + 1, 0
-            if session.context.is_main and (state.epoch % config.val_every == 0 or state.epoch == config.epochs):
-                metrics = validate(session, metrics)
-            barrier(session.context)
-            metrics["epoch_time"] = time.perf_counter() - started
-            if broadcast_flag(end_epoch(session, metrics), session.context, session.device):
-                break
+        with sigterm_as_ctrl_c():
+            train_epochs(session)
     except KeyboardInterrupt:
         if session.context.is_main:
             save_last(session)
@@ -265,6 +279,23 @@ def run_epochs(session: Session) -> None:
         raise
     if session.context.is_main and state.epoch % config.checkpoint_every:
         save_last(session)  # the final state, unless end_epoch just wrote it
+
+
+def train_epochs(session: Session) -> None:
+    """Epochs until ``epochs`` or early stopping (decided on rank 0)."""
+    state, config = session.state, session.config
+    while state.epoch < config.epochs:
+        started = time.perf_counter()
+        metrics = train_one_epoch(session)
+        metrics["lr"] = session.trainables.optimizer.param_groups[0]["lr"]
+        session.trainables.scheduler.step()
+        state.epoch, state.batches_done = state.epoch + 1, 0
+        if session.context.is_main and (state.epoch % config.val_every == 0 or state.epoch == config.epochs):
+            metrics = validate(session, metrics)
+        barrier(session.context)
+        metrics["epoch_time"] = time.perf_counter() - started
+        if broadcast_flag(end_epoch(session, metrics), session.context, session.device):
+            return
 
 
 def check_resume_schedule(config: TrainConfig, trainables: Trainables) -> None:
