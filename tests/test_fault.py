@@ -7,11 +7,13 @@ worker is printed. The worker killed is one this test session started.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import psutil
@@ -24,8 +26,9 @@ from tests.bad_inputs import png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# ~10 s of work for the tiny model on this 2-core machine: long enough to kill the worker mid-way.
-LONG_SIDE = 1024
+# The largest self-ensemble request (8 model passes over 2048²): 32× a plain 1024² request, which a fast
+# CPU finishes in under a second of worker time, so the kill always lands mid-request.
+LONG_SIDE = 2048
 REQUEST_TIMEOUT = 300.0
 BUSY_CPU_SECONDS = 1.0  # the worker has worked this long on the request when it is killed
 WAIT_LIMIT = 300.0  # bound for every wait below
@@ -46,10 +49,11 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def wait_until_busy(worker: psutil.Process, since: float) -> None:
+def wait_until_busy(worker: psutil.Process, since: float, request: Future) -> None:
     """Bounded wait until the worker has spent BUSY_CPU_SECONDS on the request."""
     deadline = time.monotonic() + WAIT_LIMIT
     while cpu_seconds(worker) - since < BUSY_CPU_SECONDS:
+        assert not request.done(), f"the request ended before the kill: {request.result()}"
         assert time.monotonic() < deadline, "the worker never started on the request"
         time.sleep(POLL)
 
@@ -78,7 +82,8 @@ def long_job() -> Job:
     image = Image.fromarray(small).resize((LONG_SIDE, LONG_SIDE), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return Job(buffer.getvalue(), (LONG_SIDE, LONG_SIDE))
+    document = {"image": base64.b64encode(buffer.getvalue()).decode("ascii"), "self_ensemble": True}
+    return Job(json.dumps(document).encode(), (LONG_SIDE, LONG_SIDE))
 
 
 def test_killed_worker_fails_its_request_and_is_replaced(torchserve: TorchServeClient) -> None:
@@ -90,7 +95,7 @@ def test_killed_worker_fails_its_request_and_is_replaced(torchserve: TorchServeC
     with ThreadPoolExecutor(max_workers=1) as pool:
         idle = cpu_seconds(worker)
         in_flight = pool.submit(send_one, url, key, long_job(), REQUEST_TIMEOUT)
-        wait_until_busy(worker, idle)
+        wait_until_busy(worker, idle, in_flight)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         outcome: Outcome = in_flight.result(timeout=REQUEST_TIMEOUT + 30)
