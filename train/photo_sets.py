@@ -13,6 +13,16 @@ data can be rebuilt on another machine:
 
 ``--min-side 256`` leaves out the one photo too small for a 256-px training patch. The README's
 model card gives the training commands; ``train.evaluate --data /tmp/heldout/train`` scores a model.
+Its two other validation sets come from the same 5 validation photos (the seed keeps the split):
+
+    python -m train.synth /tmp/photos/train /tmp/data_mild --variants 4 --val-fraction 0.1 --min-side 256 \
+        --seed 1 --min-extent 1 --max-extent 9 --format bmp --workers 2 --no-previews   # val/: 1-9 px
+    mkdir -p /tmp/photos_val
+    for name in lomiri_Kleiber_by_Lukas_Baubkus lomiri_greentock_by_Peter_Nerlich mate_GreenTraditional; do
+        ln -s "$(readlink -f /tmp/photos/train/$name.jpg)" "/tmp/photos_val/$name.jpg"; done
+    python -m train.synth /tmp/photos_val /tmp/val720 --val-fraction 0 --frame 1280x720 --min-extent 11 \
+        --max-extent 33 --variants 4 --seed 11 --no-previews   # train/: 720p frames like the held-out set
+
 The held-out photos are never trained on and never pick a checkpoint (training validates on its
 own ``--val-fraction`` share). ``plasma-workspace-wallpapers`` is deliberately absent: it is kept
 for independent evaluation. Missing packages are reported and skipped.
