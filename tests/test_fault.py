@@ -26,8 +26,8 @@ from tests.bad_inputs import png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# The largest self-ensemble request (8 model passes over 2048²): 32× a plain 1024² request, which a fast
-# CPU finishes in under a second of worker time, so the kill always lands mid-request.
+# The largest self-ensemble request (8 model passes over 2048²): 32× the work of a plain 1024² request,
+# which on a fast CPU never kept the worker busy for BUSY_CPU_SECONDS, so the kill lands mid-request.
 LONG_SIDE = 2048
 REQUEST_TIMEOUT = 300.0
 BUSY_CPU_SECONDS = 1.0  # the worker has worked this long on the request when it is killed

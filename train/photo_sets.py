@@ -12,7 +12,7 @@ data can be rebuilt on another machine:
         --min-extent 11 --max-extent 33 --variants 2 --seed 7 --workers 2
 
 ``--min-side 256`` leaves out the one photo too small for a 256-px training patch. The README's
-model card gives the training commands; ``train.evaluate --data /tmp/heldout/train`` scores a model.
+model card lists the training stages and their flags; ``train.evaluate --data /tmp/heldout/train`` scores a model.
 Its two other validation sets come from the same 5 validation photos (the seed keeps the split):
 
     python -m train.synth /tmp/photos/train /tmp/data_mild --variants 4 --val-fraction 0.1 --min-side 256 \
