@@ -22,9 +22,9 @@ from conftest import textured_image
 from PIL import Image
 
 import train.loop
-from deblur.model import load_model, read_checkpoint
+from deblur.model import build_model, load_model, read_checkpoint
 from deblur.nafnet import NAFNetLocal
-from train.checkpoints import update_ema
+from train.checkpoints import TrainState, update_ema
 from train.config import TrainConfig, parse_config
 from train.data import (
     EpochSampler,
@@ -36,7 +36,7 @@ from train.data import (
     split_off,
     training_splits,
 )
-from train.loop import main
+from train.loop import main, save_if_best
 from train.losses import CharbonnierLoss, CombinedLoss
 from train.synth import BlurSettings, blur_image, random_kernel
 
@@ -422,6 +422,43 @@ def test_ema_weights_are_validated_exported_and_resumed(
     for key in ("state_dict", "train_weights"):
         for name, tensor in last[key].items():
             assert torch.equal(resumed[key][name], tensor), (key, name)
+
+
+def test_extra_validation_sets_are_scored_logged_and_choose_the_best(tmp_path: Path, mlflow_store: str) -> None:
+    data = write_paired_dataset(tmp_path / "data", {"train": 4, "val": 1})
+    extras = [write_paired_dataset(tmp_path / name, {"val": count}) / "val" for name, count in (("mild", 2), ("hd", 1))]
+    config = tiny_config(data, tmp_path / "out", experiment="test-extra-val", extra_val=tuple(extras))
+    state = main(config)
+
+    metrics = read_checkpoint(state.best_path)["metrics"]
+    gains = [metrics["gain"], metrics["mild/val/gain"], metrics["hd/val/gain"]]
+    assert metrics["mild/val/gain"] == pytest.approx(metrics["mild/val/psnr"] - metrics["mild/val/input_psnr"])
+    assert metrics["mean_gain"] == pytest.approx(np.mean(gains)) == pytest.approx(state.best_score)
+    (run,) = mlflow.search_runs(experiment_names=["test-extra-val"], output_format="list")
+    assert {"mild/val/psnr", "mild/val/ssim", "hd/val/gain", "mean_gain", "best_score"} <= set(run.data.metrics)
+    client = mlflow.MlflowClient()
+    config_file = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    assert parse_config(["--config", str(config_file)]) == config
+    assert parse_config(["--extra-val", *map(str, extras)]).extra_val == tuple(extras)
+    with pytest.raises(ValueError, match="labels must differ"):
+        TrainConfig(extra_val=(tmp_path / "a" / "val", tmp_path / "b" / "a" / "val"))
+
+
+@pytest.mark.parametrize("extra_val", [(), (Path("mild/val"),)])
+def test_best_checkpoint_follows_psnr_or_mean_gain(tmp_path: Path, extra_val: tuple[Path, ...]) -> None:
+    config = TrainConfig(out_dir=tmp_path, base_ch=8, extra_val=extra_val)
+    model, state = build_model(config.model_config()), TrainState()
+    candidates = [{"psnr": 30.0, "mean_gain": 0.5}, {"psnr": 31.0, "mean_gain": 0.2}, {"psnr": 29.0, "mean_gain": 0.6}]
+    kept = [save_if_best(model, config.model_config(), m, config, state) for m in candidates]
+    # PSNR alone keeps the second; over several sets a model that gains more on average wins.
+    assert kept == ([True, True, False] if not extra_val else [True, False, True])
+    assert state.best_psnr == (31.0 if not extra_val else 29.0)
+
+
+def test_resume_state_from_before_selection_scores() -> None:
+    old = TrainState(best_psnr=30.5).to_dict()
+    del old["best_score"]
+    assert TrainState.from_dict(old).best_score == 30.5
 
 
 def test_two_process_gloo_run(tmp_path: Path, mlflow_store: str) -> None:

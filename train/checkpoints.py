@@ -30,7 +30,8 @@ class TrainState:
     epoch: int = 0  # epochs completed
     batches_done: int = 0  # optimiser steps taken in the current (unfinished) epoch
     step: int = 0  # optimiser steps in total
-    best_psnr: float = -math.inf
+    best_psnr: float = -math.inf  # validation PSNR of the best checkpoint
+    best_score: float = -math.inf  # its TrainConfig.selection_metric (PSNR unless there are extra sets)
     best_path: Path | None = None
     epochs_since_best: int = 0
     run_id: str = ""  # MLflow run, continued on resume
@@ -42,6 +43,7 @@ class TrainState:
             "batches_done": self.batches_done,
             "step": self.step,
             "best_psnr": self.best_psnr,
+            "best_score": self.best_score,
             "best_path": str(self.best_path or ""),
             "epochs_since_best": self.epochs_since_best,
             "run_id": self.run_id,
@@ -50,7 +52,8 @@ class TrainState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
         best_path = Path(data["best_path"]) if data["best_path"] else None
-        return cls(**{**data, "best_path": best_path})
+        # Checkpoints written before best_score existed selected on PSNR.
+        return cls(**{"best_score": data["best_psnr"], **data, "best_path": best_path})
 
 
 @dataclass

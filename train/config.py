@@ -31,6 +31,10 @@ class TrainConfig:
     blur_kind: str = "blur"  # GOPRO_Large only: "blur" or "blur_gamma"
     val_dir: str = "val"  # "train" with --val-fraction holds out part of train
     val_fraction: float = 0.0  # > 0: validate on this seeded fraction of val_dir (seed 002 halves GoPro test)
+    # More validation sets (split folders, e.g. mildly and heavily blurred frames), scored and logged under
+    # their label (see val_label). With any, the best checkpoint is the one with the highest mean PSNR
+    # gain over all sets, so that a model cannot win on one kind of blur by damaging another.
+    extra_val: tuple[Path, ...] = ()
     # model
     model: str = "deblur_unet"
     base_ch: int = 32  # DeblurUNet base channels / NAFNet width
@@ -89,6 +93,15 @@ class TrainConfig:
         if self.tlc and self.model != "nafnet":
             raise ValueError("--tlc applies to --model nafnet only")
         self.enc_blocks, self.dec_blocks = tuple(self.enc_blocks), tuple(self.dec_blocks)
+        self.extra_val = tuple(Path(path) for path in self.extra_val)
+        labels = [val_label(path) for path in self.extra_val]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"extra_val labels must differ (the last two folder names): {labels}")
+
+    @property
+    def selection_metric(self) -> str:
+        """What picks the best checkpoint: validation PSNR, or the mean gain over all validation sets."""
+        return "mean_gain" if self.extra_val else "psnr"
 
     def model_config(self, *, inference: bool = False) -> ModelConfig:
         """The architecture to train, or with ``inference=True`` the one to validate and export (TLC)."""
@@ -106,7 +119,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/checkpoint types: paths as strings, tuples as lists."""
         values = dataclasses.asdict(self)
-        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return {k: _plain(v) for k, v in values.items()}
 
     def to_yaml(self) -> str:
         """The resolved config; ``--config`` accepts it back."""
@@ -115,6 +128,19 @@ class TrainConfig:
     def to_params(self) -> dict[str, str]:
         """Flat string params for MLflow."""
         return {k: str(v) for k, v in self.to_dict().items()}
+
+
+def val_label(path: Path) -> str:
+    """An extra validation set's name in metrics: its last two folder names (``/tmp/mild/val`` → ``mild/val``)."""
+    return "/".join(Path(path).parts[-2:])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _flag(name: str) -> str:
@@ -133,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, type=Path, default=field.default)
         elif kind == tuple[int, ...]:
             parser.add_argument(flag, type=int, nargs="+", default=field.default, metavar="N")
+        elif kind == tuple[Path, ...]:
+            parser.add_argument(flag, type=Path, nargs="+", default=field.default, metavar="DIR")
         else:
             parser.add_argument(flag, type=kind, default=field.default, choices=CHOICES.get(field.name))
     return parser
@@ -155,4 +183,6 @@ def load_yaml_defaults(path: Path) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"{path}: unknown keys {sorted(unknown)}")
     hints = get_type_hints(TrainConfig)
-    return {k: Path(v) if hints[k] in (Path, Path | None) and v is not None else v for k, v in data.items()}
+    paths = {k: Path(v) for k, v in data.items() if hints[k] in (Path, Path | None) and v is not None}
+    path_lists = {k: tuple(Path(item) for item in v) for k, v in data.items() if hints[k] == tuple[Path, ...]}
+    return data | paths | path_lists

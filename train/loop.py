@@ -34,13 +34,14 @@ from deblur.runtime import cpu_has_native_bf16
 from deblur.tiling import restore_tiled
 from train import tracking
 from train.checkpoints import Trainables, TrainState, restore_resumable, save_resumable, update_ema
-from train.config import TrainConfig
+from train.config import TrainConfig, val_label
 from train.data import (
     EpochSampler,
     FrameDataset,
     Pair,
     PatchDataset,
     check_pairs,
+    find_pairs,
     seed_worker,
     training_splits,
 )
@@ -63,6 +64,7 @@ class Session:
     loss_fn: nn.Module
     loader: DataLoader
     frames: FrameDataset
+    extra_frames: dict[str, FrameDataset]  # --extra-val sets by label
     state: TrainState
 
 
@@ -94,6 +96,17 @@ def load_pairs(config: TrainConfig) -> tuple[list[Pair], list[Pair]]:
         val_pairs = val_pairs[: config.max_val_images]
     log.info("data: %d training pairs, %d validation frames", len(train_pairs), len(val_pairs))
     return train_pairs, val_pairs
+
+
+def load_extra_val(config: TrainConfig) -> dict[str, FrameDataset]:
+    """The --extra-val sets by label, every file checked before training starts."""
+    sets = {}
+    for path in config.extra_val:
+        pairs = find_pairs(path, config.blur_kind)
+        check_pairs(pairs)
+        sets[val_label(path)] = FrameDataset(pairs)
+        log.info("extra validation set %s: %d frames from %s", val_label(path), len(pairs), path)
+    return sets
 
 
 def make_loader(pairs: list[Pair], config: TrainConfig, context: DistContext) -> DataLoader:
@@ -182,9 +195,15 @@ def sample_strip(blur: torch.Tensor, restored: torch.Tensor, sharp: torch.Tensor
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, frames: FrameDataset, loss_fn: nn.Module, config: TrainConfig, device: torch.device
+    model: nn.Module,
+    frames: FrameDataset,
+    loss_fn: nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    keep_samples: bool = True,
 ) -> tuple[dict[str, float], list[tuple[str, np.ndarray]]]:
-    """Full-frame PSNR/SSIM through the serving tiler, and the first ``num_samples`` frames as strips."""
+    """Full-frame PSNR/SSIM through the serving tiler and the gain over the input, and (``keep_samples``)
+    the first ``num_samples`` frames as strips."""
     scores: dict[str, list[float]] = {"val_loss": [], "psnr": [], "ssim": [], "input_psnr": []}
     samples = []
     for index, (blur, sharp) in enumerate(frames):
@@ -194,17 +213,30 @@ def evaluate(
         scores["psnr"].append(psnr(out01, ref01))
         scores["ssim"].append(ssim(out01, ref01))
         scores["input_psnr"].append(psnr(to_unit_range(blur), ref01))
-        if index < config.num_samples:
+        if keep_samples and index < config.num_samples:
             samples.append((frames.name(index), sample_strip(blur, restored, sharp)))
-    return {name: float(np.mean(values)) for name, values in scores.items()}, samples
+    means = {name: float(np.mean(values)) for name, values in scores.items()}
+    return means | {"gain": means["psnr"] - means["input_psnr"]}, samples
+
+
+def score_extra_sets(model: nn.Module, session: Session, main_gain: float) -> dict[str, float]:
+    """``<label>/<metric>`` for every --extra-val set, and ``mean_gain`` over them and the main set."""
+    scores, gains = {}, [main_gain]
+    for label, frames in session.extra_frames.items():
+        extra, _ = evaluate(model, frames, session.loss_fn, session.config, session.device, keep_samples=False)
+        scores |= {f"{label}/{name}": value for name, value in extra.items()}
+        gains.append(extra["gain"])
+    if session.extra_frames:
+        scores["mean_gain"] = float(np.mean(gains))
+    return scores
 
 
 def validate(session: Session, train_metrics: dict[str, float]) -> dict[str, float]:
-    """Rank 0: evaluate, log the sample strips, keep the checkpoint if it is the best so far."""
+    """Rank 0: evaluate every validation set, log the sample strips, keep the checkpoint if it is the best so far."""
     model, model_config = inference_model(session)
     scores, samples = evaluate(model, session.frames, session.loss_fn, session.config, session.device)
     tracking.log_samples(samples, session.state.epoch)
-    metrics = train_metrics | scores
+    metrics = train_metrics | scores | score_extra_sets(model, session, scores["gain"])
     save_if_best(model, model_config, metrics, session.config, session.state)
     return metrics
 
@@ -212,14 +244,15 @@ def validate(session: Session, train_metrics: dict[str, float]) -> dict[str, flo
 def save_if_best(
     model: nn.Module, model_config: ModelConfig, metrics: dict[str, float], config: TrainConfig, state: TrainState
 ) -> bool:
-    if metrics["psnr"] <= state.best_psnr:
+    score = metrics[config.selection_metric]
+    if score <= state.best_score:
         state.epochs_since_best += config.val_every
         return False
-    state.best_psnr, state.epochs_since_best = metrics["psnr"], 0
+    state.best_score, state.best_psnr, state.epochs_since_best = score, metrics["psnr"], 0
     name = f"best_epoch_{state.epoch}_psnr_{metrics['psnr']:.2f}.pt"
     state.best_path = save_checkpoint(config.out_dir / name, model, model_config, epoch=state.epoch, metrics=metrics)
     save_checkpoint(config.out_dir / "best.pt", model, model_config, epoch=state.epoch, metrics=metrics)
-    log.info("new best: %s", state.best_path)
+    log.info("new best (%s %.4f): %s", config.selection_metric, score, state.best_path)
     return True
 
 
@@ -240,7 +273,7 @@ def end_epoch(session: Session, metrics: dict[str, float]) -> bool:
     if state.epoch % config.checkpoint_every == 0:
         save_last(session)
     if state.epochs_since_best >= config.patience:
-        log.info("early stop: no PSNR gain in %d epochs", state.epochs_since_best)
+        log.info("early stop: no better %s in %d epochs", config.selection_metric, state.epochs_since_best)
         return True
     return False
 
@@ -341,6 +374,7 @@ def build_session(config: TrainConfig, context: DistContext, device: torch.devic
         loss_fn=build_loss(config.loss),
         loader=make_loader(train_pairs, config, context),
         frames=FrameDataset(val_pairs),
+        extra_frames=load_extra_val(config),
         state=state,
     )
 

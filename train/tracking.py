@@ -97,9 +97,9 @@ def log_epoch(metrics: dict[str, float], epoch: int) -> None:
 
 
 def log_result(state: TrainState, registered_model_name: str) -> None:
-    """At the end of training: the best PSNR and the best model (checkpoint file + MLflow model)."""
+    """At the end of training: the best PSNR and selection score and the best model (checkpoint file + MLflow model)."""
     if state.best_path is None:
         log.warning("no validation ran, so no best model to log")
         return
-    mlflow.log_metric("best_psnr", state.best_psnr)
+    mlflow.log_metrics({"best_psnr": state.best_psnr, "best_score": state.best_score})
     log_best_model(state.best_path, registered_model_name)
