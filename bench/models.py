@@ -20,6 +20,8 @@ from deblur.tiling import count_tiles
 
 CANDIDATES: dict[str, ModelConfig] = {
     "DeblurUNet-16": ModelConfig(base_ch=16, residual=True),
+    "DeblurUNet-16, 2 bottleneck blocks": ModelConfig(base_ch=16, residual=True, bottleneck_blocks=2),
+    "DeblurUNet-16, 4 bottleneck blocks": ModelConfig(base_ch=16, residual=True, bottleneck_blocks=4),
     "DeblurUNet-24": ModelConfig(base_ch=24, residual=True),
     "DeblurUNet-32 (seed spec)": ModelConfig(base_ch=32, residual=True),
     "NAFNet-16 [1,1,1,4]/2/[1,1,1,1]": ModelConfig(

@@ -57,6 +57,14 @@ def test_residual_model_starts_as_identity() -> None:
         assert torch.equal(model(x), x)
 
 
+def test_bottleneck_blocks_add_depth_at_the_bottom_only() -> None:
+    plain, deep = DeblurUNet(ModelConfig(base_ch=8)), DeblurUNet(ModelConfig(base_ch=8, bottleneck_blocks=2))
+    assert len(deep.deep) == 2 and len(plain.deep) == 0
+    assert plain.state_dict().keys() == {k for k in deep.state_dict() if not k.startswith("deep.")}
+    # Each block: two 3×3 convolutions of 16·base channels and one GroupNorm.
+    assert count_parameters(deep) - count_parameters(plain) == 2 * (2 * (128 * 128 * 9 + 128) + 2 * 128)
+
+
 @pytest.mark.parametrize("half", [False, True])
 def test_checkpoint_round_trip(tmp_path, half: bool) -> None:
     config = ModelConfig(base_ch=8, residual=True)

@@ -22,7 +22,7 @@ from conftest import textured_image
 from PIL import Image
 
 import train.loop
-from deblur.model import build_model, load_model, read_checkpoint
+from deblur.model import ModelConfig, build_model, load_model, read_checkpoint, save_checkpoint
 from deblur.nafnet import NAFNetLocal
 from train.checkpoints import TrainState, update_ema
 from train.config import TrainConfig, parse_config
@@ -359,6 +359,31 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
         main(tiny_config(data, tmp_path / "other", init_from=straight))  # a DeblurUNet from NAFNet weights
     with pytest.raises(ValueError, match="pick one"):
         tiny_config(data, tmp_path / "both", init_from=straight, resume=straight)
+
+
+def test_init_from_grows_bottleneck_blocks_without_changing_the_output(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    base_config = ModelConfig(base_ch=8, residual=True)
+    base = build_model(base_config)
+    for parameter in base.parameters():  # a "trained" model: the zero-initialised final conv is not
+        parameter.data.normal_(0, 0.1)
+    path = save_checkpoint(tmp_path / "base.pt", base, base_config, epoch=3, metrics={})
+    grown_config = ModelConfig(base_ch=8, residual=True, bottleneck_blocks=2)
+    grown = build_model(grown_config)
+    train.loop.load_initial_weights(path, grown, grown_config)
+    x = torch.rand(2, 3, 48, 40) * 2 - 1
+    torch.testing.assert_close(grown.eval()(x), base.eval()(x), rtol=0, atol=0)
+    grown.train()(x).square().mean().backward()  # the new blocks learn from the first step
+    assert grown.deep[1].body[-1].weight.grad.abs().sum() > 0
+
+    for wrong in (ModelConfig(base_ch=16, residual=True, bottleneck_blocks=2), ModelConfig(base_ch=8)):
+        with pytest.raises(ValueError, match="but this run trains"):
+            train.loop.load_initial_weights(path, build_model(wrong), wrong)
+    deeper = save_checkpoint(tmp_path / "deep.pt", grown, grown_config, epoch=0, metrics={})
+    with pytest.raises(ValueError, match="but this run trains"):  # shrinking would drop trained blocks
+        train.loop.load_initial_weights(deeper, base, base_config)
+    with pytest.raises(ValueError, match="deblur_unet only"):
+        TrainConfig(model="nafnet", bottleneck_blocks=1)
 
 
 def test_sigterm_saves_a_resumable_checkpoint_like_ctrl_c(

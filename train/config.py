@@ -39,6 +39,7 @@ class TrainConfig:
     model: str = "deblur_unet"
     base_ch: int = 32  # DeblurUNet base channels / NAFNet width
     residual: bool = False  # DeblurUNet only
+    bottleneck_blocks: int = 0  # DeblurUNet only: residual blocks after the bottleneck (0 = seed spec)
     enc_blocks: tuple[int, ...] = (1, 1, 1, 28)  # NAFNet only
     middle_blocks: int = 1  # NAFNet only
     dec_blocks: tuple[int, ...] = (1, 1, 1, 1)  # NAFNet only
@@ -92,6 +93,10 @@ class TrainConfig:
             raise ValueError("--resume continues a run; --init-from starts a new one from weights: pick one")
         if self.tlc and self.model != "nafnet":
             raise ValueError("--tlc applies to --model nafnet only")
+        if self.bottleneck_blocks and self.model != "deblur_unet":
+            raise ValueError("--bottleneck-blocks applies to --model deblur_unet only")
+        if self.bottleneck_blocks < 0:
+            raise ValueError(f"bottleneck_blocks must be ≥ 0, got {self.bottleneck_blocks}")
         self.enc_blocks, self.dec_blocks = tuple(self.enc_blocks), tuple(self.dec_blocks)
         self.extra_val = tuple(Path(path) for path in self.extra_val)
         labels = [val_label(path) for path in self.extra_val]
@@ -110,6 +115,7 @@ class TrainConfig:
             arch=self.model,
             base_ch=self.base_ch,
             residual=self.residual,
+            bottleneck_blocks=self.bottleneck_blocks,
             enc_blocks=self.enc_blocks,
             middle_blocks=self.middle_blocks,
             dec_blocks=self.dec_blocks,

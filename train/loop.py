@@ -339,12 +339,21 @@ def check_resume_schedule(config: TrainConfig, trainables: Trainables) -> None:
 
 
 def load_initial_weights(path: Path, model: nn.Module, expected: ModelConfig) -> None:
-    """Fine-tuning: copy a checkpoint's weights into ``model``; the architectures must match exactly."""
+    """Fine-tuning: copy a checkpoint's weights into ``model``. The architectures must match, except that
+    ``model`` may have more bottleneck blocks (growing): those it adds start as the identity."""
     checkpoint = read_checkpoint(path)
-    stored = ModelConfig.from_dict(checkpoint["model_config"])
-    if dataclasses.replace(stored, tlc_window=0) != expected:
+    stored = dataclasses.replace(ModelConfig.from_dict(checkpoint["model_config"]), tlc_window=0)
+    grows = stored.bottleneck_blocks < expected.bottleneck_blocks
+    if dataclasses.replace(stored, bottleneck_blocks=expected.bottleneck_blocks) != expected or (
+        stored.bottleneck_blocks > expected.bottleneck_blocks
+    ):
         raise ValueError(f"{path} holds {stored}, but this run trains {expected}")
-    model.load_state_dict(checkpoint["state_dict"])
+    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=not grows)
+    if unexpected or any(not key.startswith("deep.") for key in missing):
+        raise ValueError(f"{path} does not fit {expected}: missing {missing}, unexpected {unexpected}")
+    if grows:
+        log.info("grown from %d to %d bottleneck blocks; the new ones start as the identity",
+                 stored.bottleneck_blocks, expected.bottleneck_blocks)  # fmt: skip
 
 
 def build_session(config: TrainConfig, context: DistContext, device: torch.device) -> Session:
