@@ -22,6 +22,7 @@ from conftest import textured_image
 from PIL import Image
 
 import train.loop
+from deblur.metrics import psnr, to_unit_range
 from deblur.model import ModelConfig, build_model, load_model, read_checkpoint, save_checkpoint
 from deblur.nafnet import NAFNetLocal
 from train.checkpoints import TrainState, update_ema
@@ -37,7 +38,7 @@ from train.data import (
     training_splits,
 )
 from train.loop import main, save_if_best
-from train.losses import CharbonnierLoss, CombinedLoss
+from train.losses import CharbonnierLoss, CombinedLoss, PSNRLoss
 from train.synth import BlurSettings, blur_image, random_kernel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,6 +216,18 @@ def test_losses() -> None:
     assert worse > combined(target + 0.05 * torch.randn_like(target), target)
     small = torch.rand(1, 3, 32, 32)  # too small for 5-scale MS-SSIM → logged L1 fallback
     assert torch.isfinite(combined(small, small * 0.5)) and combined.fallbacks == 1
+
+    # PSNR loss: −PSNR of each image on the [0, 1] scale, averaged; a 10× smaller error is 20 dB less loss.
+    noise = torch.randn_like(target)
+    mild, heavy = (target + 0.01 * noise).clamp(-1, 1), (target + 0.1 * noise).clamp(-1, 1)
+    per_image = [-psnr(to_unit_range(out), to_unit_range(target[i])) for i, out in enumerate(mild)]
+    assert PSNRLoss()(mild, target).item() == pytest.approx(np.mean(per_image), abs=1e-3)
+    assert PSNRLoss()(mild, target).item() == pytest.approx(PSNRLoss()(heavy, target).item() - 20, abs=0.3)
+    assert PSNRLoss()(target, target).item() == pytest.approx(-100)
+    # Per image, not per batch: the nearly sharp image's gradient is not drowned by the blurred one's.
+    both = torch.stack([mild[0], heavy[1]]).requires_grad_()
+    PSNRLoss()(both, target).backward()
+    assert both.grad[0].abs().mean() > 5 * both.grad[1].abs().mean()
 
 
 def test_cli_flags_and_yaml_defaults(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from deblur.model import ARCHITECTURES, ModelConfig
 
-LOSSES = ("combined", "charbonnier")
+LOSSES = ("combined", "charbonnier", "psnr")
 BLUR_KINDS = ("blur", "blur_gamma")
 CHOICES = {"loss": LOSSES, "model": ARCHITECTURES, "blur_kind": BLUR_KINDS}
 TLC_SCALE = 1.5  # NAFNet's TLC window: 1.5 × the training patch size (384 for 256)

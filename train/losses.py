@@ -1,4 +1,4 @@
-"""Losses of seeds 000/001: Charbonnier, and 0.84·(1 − MS-SSIM) + 0.16·Charbonnier."""
+"""Losses of seeds 000/001: Charbonnier, and 0.84·(1 − MS-SSIM) + 0.16·Charbonnier; NAFNet's PSNR loss."""
 
 from __future__ import annotations
 
@@ -54,9 +54,28 @@ class CombinedLoss(nn.Module):
         return self.alpha * structural + self.beta * self.charbonnier(pred.float(), target.float())
 
 
+class PSNRLoss(nn.Module):
+    """−PSNR of each image in dB (from its own MSE), averaged over the batch: NAFNet's training loss.
+
+    Errors count relative to each image's own: a nearly sharp patch whose output is 3 dB worse than its
+    input costs as much as a 3 dB miss on heavy shake, where a pixel loss would barely notice it next to
+    the heavy shake's large absolute errors. The loss is negative; lower is better, as for any loss.
+    """
+
+    def __init__(self, data_range: float = 2.0, eps: float = 1e-10) -> None:
+        super().__init__()
+        self.data_range, self.eps = data_range, eps  # eps caps a perfect patch's loss at -100 dB
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mse = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        return (10 * torch.log10(mse / self.data_range**2 + self.eps)).mean()
+
+
 def build_loss(name: str) -> nn.Module:
     if name == "charbonnier":
         return CharbonnierLoss()
+    if name == "psnr":
+        return PSNRLoss()
     if name == "combined":
         return CombinedLoss()
     raise ValueError(f"unknown loss {name!r}")
