@@ -11,9 +11,16 @@ data can be rebuilt on another machine:
     python -m train.synth /tmp/photos/heldout /tmp/heldout --val-fraction 0 --frame 1280x720 \
         --min-extent 11 --max-extent 33 --variants 2 --seed 7 --workers 2
 
-``--min-side 256`` leaves out the one photo too small for a 256-px training patch. The README's
-model card lists the training stages and their flags; ``train.evaluate --data /tmp/heldout/train`` scores a model.
-Its two other validation sets come from the same 5 validation photos (the seed keeps the split):
+``--min-side 256`` leaves out the one photo too small for a 256-px training patch. The shipped model's last
+stage trained on the full range of blur, validating on the set above and the two below (``--extra-val``):
+
+    python -m train.synth /tmp/photos/train /tmp/data_full --variants 12 --val-fraction 0.1 --min-side 256 \
+        --seed 1 --min-extent 1 --max-extent 35 --format bmp --workers 2 --no-previews
+    rm -r /tmp/data_full/val && ln -s /tmp/data/val /tmp/data_full/val   # validate on the 7-35 px frames
+
+The README's model card lists the training stages and their flags; ``train.evaluate --data
+/tmp/heldout/train`` scores a model. The two other validation sets come from the same 5 validation
+photos (the seed keeps the split):
 
     python -m train.synth /tmp/photos/train /tmp/data_mild --variants 4 --val-fraction 0.1 --min-side 256 \
         --seed 1 --min-extent 1 --max-extent 9 --format bmp --workers 2 --no-previews   # val/: 1-9 px
