@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +35,12 @@ from train.data import (
     augment_pair,
     check_pairs,
     find_pairs,
+    init_worker,
     split_off,
     training_splits,
 )
-from train.loop import main, save_if_best
+from train.distributed import DistContext
+from train.loop import main, make_loader, save_if_best
 from train.losses import CharbonnierLoss, CombinedLoss, PSNRLoss
 from train.synth import BlurSettings, blur_image, random_kernel
 
@@ -419,6 +422,27 @@ def test_sigterm_saves_a_resumable_checkpoint_like_ctrl_c(
     assert saved["train_state"]["step"] == 1 and "optimizer" in saved
     assert mlflow.get_run(saved["train_state"]["run_id"]).info.status == "KILLED"
     assert signal.getsignal(signal.SIGTERM) is before  # the handler lives only as long as the run
+
+
+class WorkerPids(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpid()
+
+
+def test_loader_workers_leave_sigterm_to_the_training_process(tmp_path: Path) -> None:
+    data = write_paired_dataset(tmp_path / "data", {"train": 2, "val": 1})
+    config = tiny_config(data, tmp_path / "out", num_workers=1)
+    assert make_loader(find_pairs(data / "train"), config, DistContext()).worker_init_fn is init_worker
+    loader = torch.utils.data.DataLoader(WorkerPids(), num_workers=1, worker_init_fn=init_worker, prefetch_factor=1)
+    batches = iter(loader)
+    worker = int(next(batches))
+    assert worker != os.getpid()
+    os.kill(worker, signal.SIGTERM)  # as `pkill -f "python -m train"` or a scheduler's group kill would
+    time.sleep(0.5)  # a killed worker is noticed by the next fetch: "DataLoader worker ... killed by signal"
+    assert [int(pid) for pid in batches] == [worker] * 11
 
 
 def test_ema_update_ramps_then_averages() -> None:

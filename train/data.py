@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +200,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return max(0, len(self.inner) - self.skip)
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed Python and NumPy in a DataLoader worker from the torch seed the loader gave it."""
+def init_worker(worker_id: int) -> None:
+    """DataLoader worker setup: seed Python and NumPy from the torch seed the loader gave it, ignore SIGTERM.
+
+    ``pkill -f``, a batch scheduler or a process-group kill sends SIGTERM to the workers too. A worker that
+    died of it made the main process fail on its next batch ("DataLoader worker is killed by signal")
+    before it could write its resumable checkpoint (seen here); ignored, the signal is handled by the main
+    process alone, which stops the run cleanly and shuts the workers down.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -42,7 +42,7 @@ from train.data import (
     PatchDataset,
     check_pairs,
     find_pairs,
-    seed_worker,
+    init_worker,
     training_splits,
 )
 from train.distributed import DistContext, barrier, broadcast_flag, init_distributed, mean_across_ranks, shutdown
@@ -119,7 +119,7 @@ def make_loader(pairs: list[Pair], config: TrainConfig, context: DistContext) ->
         drop_last=len(sampler) >= config.batch_size,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
-        worker_init_fn=seed_worker,
+        worker_init_fn=init_worker,
         generator=torch.Generator().manual_seed(config.seed),
     )
 
