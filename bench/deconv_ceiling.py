@@ -6,7 +6,7 @@ average, the PSNR gain of two deconvolutions that know the blur model (uniform b
 
 - **true kernel**: regularised least squares (a gradient prior, solved in the Fourier domain) with the
   kernel that made the blur: the ceiling of any method that first finds the kernel;
-- **estimated kernel**: the same, with a kernel estimated blindly from the blurred tile in the style of
+- **estimated kernel**: the same, with a kernel estimated blindly from the blurred tile (or frame) in the style of
   Cho & Lee (2009): coarse to fine, alternating a shock-filtered latent image, a least-squares kernel
   from its strongest gradients, and a regularised deconvolution.
 
@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deblur.files import list_images
-from train.synth import BlurSettings, blur_image, crop_to_frame, random_kernel
-
-GAMMA = 2.2  # train.synth blurs in this linear-light space
+from deblur.metrics import psnr
+from train.synth import GAMMA, BlurSettings, blur_image, crop_to_frame, random_kernel
 
 
 @dataclass(frozen=True)
@@ -176,9 +175,13 @@ def estimate_kernel(gray: torch.Tensor, settings: EstimatorSettings) -> torch.Te
     return kernel
 
 
-def restore(blurred: np.ndarray, kernel: torch.Tensor, weight: float) -> np.ndarray:
-    """Deconvolve an (H, W, 3) uint8 image channel by channel in linear light; uint8 out."""
-    linear = torch.from_numpy((blurred / 255.0) ** GAMMA)
+def to_linear(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → float64 linear light, the space ``train.synth`` blurs in."""
+    return torch.from_numpy((image / 255.0) ** GAMMA)
+
+
+def restore(linear: torch.Tensor, kernel: torch.Tensor, weight: float) -> np.ndarray:
+    """Deconvolve an (H, W, 3) linear-light image channel by channel; uint8 out."""
     pad = kernel.shape[0]
     channels = [deconvolve(wrap_smoothly(linear[..., c], pad), kernel, weight)[pad:-pad, pad:-pad] for c in range(3)]
     out = torch.stack(channels, -1).clamp(0, 1).numpy() ** (1 / GAMMA)
@@ -186,8 +189,8 @@ def restore(blurred: np.ndarray, kernel: torch.Tensor, weight: float) -> np.ndar
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255**2 / mse) if mse else math.inf
+    """``deblur.metrics.psnr`` (the protocol of train.evaluate and the server) of two (H, W, 3) uint8 images."""
+    return psnr(*(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) / 255.0 for x in (a, b)))
 
 
 def shaken_frames(photo_dir: Path, frames: int, seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -216,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument(
         "--estimate-on", choices=("tile", "frame"), default="tile",
-        help="estimate the kernel from the tile alone (as a tiled server would) or from the whole frame",
+        help="deconvolve the tile alone, estimating its kernel from it (as a tiled server would), "
+        "or the whole frame, estimating the kernel from the frame; the centre tile is scored either way",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
@@ -229,10 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.estimate_on == "tile":  # deconvolve the tile alone; else the frame, scored on the tile
             sharp, blurred, window = sharp[window], blurred[window], (slice(None), slice(None))
         before = psnr_u8(blurred[window], sharp[window])
-        gray = torch.from_numpy((blurred / 255.0) ** GAMMA).mean(-1)
+        linear = to_linear(blurred)
         candidates = {
-            "true kernel": restore(blurred, torch.from_numpy(kernel.astype(np.float64)), weight=3e-3),
-            "estimated kernel": restore(blurred, estimate_kernel(gray, settings), settings.restore_weight),
+            "true kernel": restore(linear, torch.from_numpy(kernel.astype(np.float64)), weight=3e-3),
+            "estimated kernel": restore(linear, estimate_kernel(linear.mean(-1), settings), settings.restore_weight),
         }
         for method, restored in candidates.items():
             gains[method].append(psnr_u8(restored[window], sharp[window]) - before)

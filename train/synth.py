@@ -92,8 +92,8 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, settings: BlurSettings) -> np.ndarray:
     """(H, W, 3) uint8 sharp → uint8 blurred with ``kernel``, noise and optional JPEG."""
-    linear = (sharp.astype(np.float64) / 255.0) ** 2.2
-    blurred = np.clip(convolve(linear, kernel), 0, 1) ** (1 / 2.2)
+    linear = (sharp.astype(np.float64) / 255.0) ** GAMMA
+    blurred = np.clip(convolve(linear, kernel), 0, 1) ** (1 / GAMMA)
     blurred = blurred + rng.normal(0, settings.noise_sigma, blurred.shape)
     result = (np.clip(blurred, 0, 1) * 255).round().astype(np.uint8)
     if rng.random() < settings.jpeg_probability:
@@ -146,6 +146,7 @@ def load_photo(
     return photo
 
 
+GAMMA = 2.2  # blur in (approximately) linear light: a camera integrates light, not sRGB values
 IMAGE_FORMATS = ("png", "bmp")  # bmp: uncompressed, ~20× cheaper to read back for training patches
 
 
