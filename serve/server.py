@@ -211,6 +211,10 @@ def stop(run_dir: Path, env: Mapping[str, str] | None = None, timeout: float = 9
         raise ServerError(f"TorchServe did not stop within {timeout:.0f} s; its pid is {server_pid(env)}") from exc
     message = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
+        # A concurrent stop (`make stop` while the demo shuts down) removes the pid file under
+        # the launcher, which then fails; the server is down all the same.
+        if server_pid(env) is None:
+            return "TorchServe has stopped (another stop finished first)."
         raise ServerError(f"torchserve --stop failed (exit {result.returncode}): {message}")
     return message or "TorchServe has stopped."
 
