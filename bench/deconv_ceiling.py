@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deblur.files import list_images
-from deblur.metrics import psnr
-from train.synth import GAMMA, BlurSettings, blur_image, crop_to_frame, random_kernel
+from deblur.imageio import to_model_range
+from deblur.metrics import psnr, to_unit_range
+from train.synth import GAMMA, BlurSettings, blur_image, crop_to_frame, random_kernel, to_linear
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,20 @@ def shock_filter(image: torch.Tensor, step: float = 0.5) -> torch.Tensor:
     return image - torch.sign(laplacian) * torch.sqrt(gx**2 + gy**2) * step
 
 
+def interior(shape: tuple[int, ...], kernel_size: int) -> torch.Tensor:
+    """True away from the border, where a kernel of ``kernel_size`` sees no wrapped-around pixels."""
+    border = kernel_size // 2 + 1
+    inside = torch.zeros(shape, dtype=torch.bool)
+    inside[border:-border, border:-border] = True
+    return inside
+
+
 def strongest_gradients(image: torch.Tensor, kernel_size: int, share: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``image`` with all but the strongest few per direction (4 bins) set to zero, borders too."""
     gx, gy = gradients(image)
     magnitude = torch.sqrt(gx**2 + gy**2)
     direction = ((torch.atan2(gy, gx) % math.pi) / (math.pi / 4)).long().clamp(max=3)
-    border = kernel_size // 2 + 1
-    inside = torch.zeros_like(magnitude, dtype=torch.bool)
-    inside[border:-border, border:-border] = True
+    inside = interior(magnitude.shape, kernel_size)
     wanted = int(share * math.sqrt(magnitude.numel() * kernel_size**2))
     keep = torch.zeros_like(inside)
     for bin_index in range(4):
@@ -161,9 +168,7 @@ def estimate_kernel(gray: torch.Tensor, settings: EstimatorSettings) -> torch.Te
             latent = blurred
         else:
             kernel, latent = tidy_kernel(resize(kernel, (size, size))), resize(latent, shape)
-        border = size // 2 + 1
-        inside = torch.zeros_like(blurred)
-        inside[border:-border, border:-border] = 1
+        inside = interior(blurred.shape, size)
         blurred_gradients = tuple(g * inside for g in gradients(blurred))
         for iteration in range(settings.iterations):
             sharpened = shock_filter(gaussian_blur(latent, 0.7))
@@ -175,11 +180,6 @@ def estimate_kernel(gray: torch.Tensor, settings: EstimatorSettings) -> torch.Te
     return kernel
 
 
-def to_linear(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 → float64 linear light, the space ``train.synth`` blurs in."""
-    return torch.from_numpy((image / 255.0) ** GAMMA)
-
-
 def restore(linear: torch.Tensor, kernel: torch.Tensor, weight: float) -> np.ndarray:
     """Deconvolve an (H, W, 3) linear-light image channel by channel; uint8 out."""
     pad = kernel.shape[0]
@@ -189,8 +189,8 @@ def restore(linear: torch.Tensor, kernel: torch.Tensor, weight: float) -> np.nda
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
-    """``deblur.metrics.psnr`` (the protocol of train.evaluate and the server) of two (H, W, 3) uint8 images."""
-    return psnr(*(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) / 255.0 for x in (a, b)))
+    """PSNR of two (H, W, 3) uint8 images by the conversions and metric of train.evaluate and the server."""
+    return psnr(to_unit_range(to_model_range(a)), to_unit_range(to_model_range(b)))
 
 
 def shaken_frames(photo_dir: Path, frames: int, seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.estimate_on == "tile":  # deconvolve the tile alone; else the frame, scored on the tile
             sharp, blurred, window = sharp[window], blurred[window], (slice(None), slice(None))
         before = psnr_u8(blurred[window], sharp[window])
-        linear = to_linear(blurred)
+        linear = torch.from_numpy(to_linear(blurred))
         candidates = {
             "true kernel": restore(linear, torch.from_numpy(kernel.astype(np.float64)), weight=3e-3),
             "estimated kernel": restore(linear, estimate_kernel(linear.mean(-1), settings), settings.restore_weight),

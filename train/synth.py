@@ -27,6 +27,8 @@ from deblur.files import IMAGE_SUFFIXES, list_images
 
 log = logging.getLogger(__name__)
 
+GAMMA = 2.2  # blur in (approximately) linear light: a camera integrates light, not sRGB values
+
 
 @dataclass(frozen=True)
 class BlurSettings:
@@ -90,10 +92,14 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out[2 * pad : 2 * pad + image.shape[0], 2 * pad : 2 * pad + image.shape[1]]
 
 
+def to_linear(image: np.ndarray) -> np.ndarray:
+    """uint8 sRGB-like values → float64 linear light in [0, 1], the space the blur is applied in."""
+    return (image.astype(np.float64) / 255.0) ** GAMMA
+
+
 def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, settings: BlurSettings) -> np.ndarray:
     """(H, W, 3) uint8 sharp → uint8 blurred with ``kernel``, noise and optional JPEG."""
-    linear = (sharp.astype(np.float64) / 255.0) ** GAMMA
-    blurred = np.clip(convolve(linear, kernel), 0, 1) ** (1 / GAMMA)
+    blurred = np.clip(convolve(to_linear(sharp), kernel), 0, 1) ** (1 / GAMMA)
     blurred = blurred + rng.normal(0, settings.noise_sigma, blurred.shape)
     result = (np.clip(blurred, 0, 1) * 255).round().astype(np.uint8)
     if rng.random() < settings.jpeg_probability:
@@ -146,7 +152,6 @@ def load_photo(
     return photo
 
 
-GAMMA = 2.2  # blur in (approximately) linear light: a camera integrates light, not sRGB values
 IMAGE_FORMATS = ("png", "bmp")  # bmp: uncompressed, ~20× cheaper to read back for training patches
 
 
