@@ -27,7 +27,7 @@ setup-dev: $(VENV)/.installed-dev
 
 ## The shipped checkpoint packed as version $(VERSION); rebuilt when the checkpoint or the code inside changes.
 $(MAR): $(CHECKPOINT) $(ARCHIVE_SOURCES) | $(VENV)/.installed
-	$(PY) -m model_archive --checkpoint $(CHECKPOINT) --version $(VERSION) --force
+	$(PY) -m model_archive --checkpoint $(CHECKPOINT) --version $(VERSION) --kernel-aware --force
 
 serve: $(MAR)
 	$(PY) -m serve start

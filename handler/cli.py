@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=RESPONSE_FORMATS, default="png")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision, help="auto: bf16/fp16 if native")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8× slower)")
+    parser.add_argument(
+        "--kernel-aware", action="store_true",
+        help="estimate each photo's camera shake and deconvolve it where the estimate is trusted (else the network)",
+    )  # fmt: skip
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     return parser.parse_args(argv)
 
@@ -60,7 +64,7 @@ def output_path(source: Path, args: argparse.Namespace) -> Path:
 
 def restore_file(source: Path, model: Predictor, args: argparse.Namespace) -> bytes:
     """One file through the handler's pipeline; ImageError/RequestError for files it would refuse."""
-    options = RestoreOptions(args.tile_size, args.overlap, args.self_ensemble)
+    options = RestoreOptions(args.tile_size, args.overlap, args.self_ensemble, args.kernel_aware)
     request = DeblurRequest(source.read_bytes(), None, options, args.format, json_response=False)
     decoded = decode_request(request, args.max_pixels)
     with torch.inference_mode():

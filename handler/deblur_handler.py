@@ -71,9 +71,9 @@ class DeblurHandler(BaseHandler):
         self.tile_batch = resolve_tile_batch(self.defaults.tile_batch, self.device)
         dtype = resolve_precision(self.defaults.precision, self.device) or torch.float32
         log.info(
-            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d",
+            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s",
             self.model_version, self.device, dtype, torch.get_num_threads(),
-            self.defaults.tile_size, self.defaults.overlap, self.tile_batch,
+            self.defaults.tile_size, self.defaults.overlap, self.tile_batch, self.defaults.kernel_aware,
         )  # fmt: skip
         self.initialized = True
 

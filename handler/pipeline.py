@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deblur.blind import EstimatorSettings, KernelEstimate, KernelGate, blind_deconvolution
 from deblur.imageio import DecodedImage, decode_image, encode_array, to_array, to_model_range, to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.tiling import count_tiles, restore_tiled
@@ -42,8 +43,9 @@ class DecodedRequest:
 class Restored:
     decoded: DecodedRequest
     pixels: torch.Tensor  # (3, H, W) float32 in [-1, 1], clamped
-    tiles: int  # tiles run through the model (8× with self-ensemble)
+    tiles: int  # tiles run through the model (8× with self-ensemble; 0 when deconvolution answered)
     inference_ms: float
+    kernel: KernelEstimate | None = None  # the blind estimate, when the request asked for kernel_aware
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,18 @@ def check_ensemble_size(request: DeblurRequest, image: DecodedImage, ensemble_ma
 def restore_request(
     decoded: DecodedRequest, model: Predictor, tile_batch: int, device: torch.device | None = None
 ) -> Restored:
+    """The network's restoration; with ``kernel_aware``, a trusted blind deconvolution replaces it."""
     start = time.perf_counter()
     options = decoded.request.options
+    deconvolved, estimate = (None, None)
+    if options.kernel_aware:
+        deconvolved, estimate = blind_deconvolution(decoded.image.pixels, EstimatorSettings(), KernelGate())
+    if deconvolved is not None:
+        return Restored(decoded, deconvolved.clamp_(-1, 1), 0, elapsed_ms(start), estimate)
     pixels = restore(model, decoded.image.pixels, options, tile_batch, device)
     _, height, width = pixels.shape
     tiles = count_tiles(height, width, options.tile_size, options.overlap) * (8 if options.self_ensemble else 1)
-    return Restored(decoded, pixels, tiles, elapsed_ms(start))
+    return Restored(decoded, pixels, tiles, elapsed_ms(start), estimate)
 
 
 def restore(
@@ -169,6 +177,8 @@ def response_document(encoded: Encoded, image_base64: str, model_name: str, mode
         },
         "tiles": restored.tiles,
     }
+    if restored.decoded.request.options.kernel_aware:  # what the blind estimate found and whether it was used
+        document["kernel"] = None if restored.kernel is None else restored.kernel.report()
     metrics = quality_metrics(restored)
     if metrics is not None:
         document["metrics"] = metrics

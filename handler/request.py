@@ -26,10 +26,12 @@ JSON_FIELDS: dict[str, type] = {
     "overlap": int,
     "format": str,
     "self_ensemble": bool,
+    "kernel_aware": bool,
 }
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 RESPONSE_FORMATS = ("png", "jpeg", "webp")
 ACCEPT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
+KEEP_TYPE = ("precision", "kernel_aware")  # handler settings that are not integers
 TILE_SIZE_RANGE = (32, 2048)  # below 32 px the model sees almost no context; above 2048 memory explodes
 
 
@@ -49,6 +51,7 @@ class ServingDefaults:
     max_pixels: int = DEFAULT_MAX_PIXELS
     ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
     precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
+    kernel_aware: bool = False  # the default of the request field kernel_aware
 
     @classmethod
     def from_yaml(cls, model_yaml_config: Mapping[str, Any] | None) -> ServingDefaults:
@@ -56,7 +59,9 @@ class ServingDefaults:
         unknown = sorted(set(section) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown keys in model-config.yaml handler section: {unknown}")
-        defaults = cls(**{name: value if name == "precision" else int(value) for name, value in section.items()})
+        if not isinstance(section.get("kernel_aware", False), bool):
+            raise ValueError(f"handler kernel_aware must be true or false, got {section['kernel_aware']!r}")
+        defaults = cls(**{name: value if name in KEEP_TYPE else int(value) for name, value in section.items()})
         if defaults.precision not in PRECISIONS:
             raise ValueError(f"handler precision must be one of {PRECISIONS}, got {defaults.precision!r}")
         check_tiling(defaults.tile_size, defaults.overlap)
@@ -70,6 +75,7 @@ class RestoreOptions:
     tile_size: int
     overlap: int
     self_ensemble: bool = False
+    kernel_aware: bool = False  # estimate the camera shake and deconvolve it where the estimate is trusted
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ def parse_row(
     document = json_document(value, content_type)
     if document is not None:
         return from_json(document, accept, defaults)
-    options = RestoreOptions(defaults.tile_size, defaults.overlap)
+    options = RestoreOptions(defaults.tile_size, defaults.overlap, kernel_aware=defaults.kernel_aware)
     return DeblurRequest(image_bytes(value), None, options, format_from_accept(accept), json_response=False)
 
 
@@ -146,10 +152,12 @@ def from_json(document: Mapping[str, Any], accept: str | None, defaults: Serving
         overlap = min(defaults.overlap, tile_size // 2)
     check_tiling(tile_size, overlap)
     truth = document.get("ground_truth")
+    kernel_aware = document.get("kernel_aware")
+    kernel_aware = defaults.kernel_aware if kernel_aware is None else kernel_aware
     return DeblurRequest(
         image=decode_base64(document["image"], "image"),
         ground_truth=None if truth is None else decode_base64(truth, "ground_truth"),
-        options=RestoreOptions(tile_size, overlap, bool(document.get("self_ensemble") or False)),
+        options=RestoreOptions(tile_size, overlap, bool(document.get("self_ensemble") or False), kernel_aware),
         output_format=format_field(document.get("format")) or format_from_accept(accept),
         json_response=True,
     )

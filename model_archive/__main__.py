@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.precision,
         help="serving arithmetic: auto picks bf16 on CPUs with native bf16, fp16 on CUDA",
     )
+    parser.add_argument(
+        "--kernel-aware", action="store_true",
+        help="requests default to kernel_aware: a trusted blind deconvolution of the camera shake replaces the "
+        "network (uniform shake; the shipped model's archive sets it); a request's kernel_aware field overrides it",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -46,7 +51,13 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
         force=args.force,
         response_timeout=args.response_timeout,
         handler=HandlerSettings(
-            args.tile_size, args.overlap, args.tile_batch, args.max_pixels, args.ensemble_max_pixels, args.precision
+            args.tile_size,
+            args.overlap,
+            args.tile_batch,
+            args.max_pixels,
+            args.ensemble_max_pixels,
+            args.precision,
+            args.kernel_aware,
         ),
     )
 

@@ -51,6 +51,7 @@ class HandlerSettings:
     max_pixels: int = 4096 * 4096
     ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
     precision: str = "auto"  # bf16 autocast on CPUs with native bf16; "fp32" forces full precision
+    kernel_aware: bool = False  # requests default to blind deconvolution where its estimate is trusted
 
 
 @dataclass(frozen=True)

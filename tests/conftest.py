@@ -39,6 +39,27 @@ def textured_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     return (image.clip(0, 1) * 255).round().astype(np.uint8)
 
 
+def discs_image(size: int, seed: int = 0) -> np.ndarray:
+    """(size, size, 3) uint8 flat coloured discs on gray: edges in every direction, as a blind kernel estimate
+    needs (the axis-aligned rectangles of ``textured_image`` only constrain the kernel's two projections)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    image = np.full((size, size, 3), 0.5)
+    for _ in range(40):
+        cy, cx, radius = *rng.uniform(0, size, 2), rng.uniform(4, size / 6)
+        image[(y - cy) ** 2 + (x - cx) ** 2 < radius**2] = rng.uniform(0.05, 0.95, 3)
+    return (image * 255).round().astype(np.uint8)
+
+
+def shaken_discs(size: int, extent: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sharp, blurred) uint8 discs, shaken as train.synth shakes photos (camera shake of ``extent`` px, noise)."""
+    from train.synth import BlurSettings, blur_image, rasterise_kernel, shake_trajectory
+
+    sharp = discs_image(size, seed)
+    kernel = rasterise_kernel(shake_trajectory(np.random.default_rng(seed)), extent)
+    return sharp, blur_image(sharp, kernel, np.random.default_rng(seed), BlurSettings())
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")

@@ -63,6 +63,7 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
         "max_pixels": 4096 * 4096,
         "ensemble_max_pixels": 2048 * 2048,
         "precision": "auto",
+        "kernel_aware": False,
     }
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import bench.__main__ as speed
@@ -35,61 +34,6 @@ def test_model_cost_table_lists_every_candidate(capsys: pytest.CaptureFixture[st
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + len(model_costs.CANDIDATES)  # header + one measured row each
     assert all(float(row.split("|")[3]) > 0 for row in rows[1:])
-
-
-def test_deconvolution_with_the_true_kernel_inverts_the_blur() -> None:
-    rng = np.random.default_rng(0)
-    image = torch.from_numpy(rng.random((64, 80)))
-    kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 9).astype(np.float64))
-    blurred = torch.fft.ifft2(torch.fft.fft2(image) * deconv.kernel_otf(kernel, (64, 80))).real  # circular blur
-    restored = deconv.deconvolve(blurred, kernel, weight=1e-12)
-    assert (restored - image).abs().max() < 1e-3 < 0.1 < (blurred - image).abs().max()
-
-
-def test_smooth_wrap_keeps_the_image_and_removes_the_seam() -> None:
-    image = torch.linspace(0, 1, 40 * 30, dtype=torch.float64).reshape(40, 30)  # opposite edges differ by ~1
-    wrapped = deconv.wrap_smoothly(image, 8)
-    assert torch.equal(wrapped[8:-8, 8:-8], image)
-    reflected = torch.nn.functional.pad(image[None, None], (8, 8, 8, 8), mode="reflect")[0, 0]
-    for padded, limit in ((wrapped, 0.15), (reflected, 0.5)):  # a ramp across the seam, or a jump of ~1
-        seam = max((padded[0] - padded[-1]).abs().max(), (padded[:, 0] - padded[:, -1]).abs().max())
-        assert (seam < limit) == (padded is wrapped), f"seam {seam:.3f}"
-
-
-def test_components_are_8_connected_and_pruning_drops_specks() -> None:
-    kernel = torch.zeros(9, 9, dtype=torch.float64)
-    kernel[2, 2:6] = 1.0  # the trajectory: a horizontal stroke...
-    kernel[3, 6] = 1.0  # ...that goes on diagonally
-    kernel[7, 0] = 0.2  # a faint speck apart from it
-    labels = deconv.connected_components(kernel > 0)
-    assert labels[2, 2] == labels[3, 6] != labels[7, 0] and int((labels > 0).sum()) == 6
-    pruned = deconv.prune_kernel(kernel, deconv.EstimatorSettings())
-    assert int((pruned > 0).sum()) == 5 and float(pruned.sum()) == pytest.approx(1.0)
-
-
-def discs(size: int, seed: int) -> torch.Tensor:
-    """Flat discs on gray: edges in every direction, which a blind kernel estimate needs (rectangles are not enough)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    image = np.full((size, size), 0.5)
-    for _ in range(40):
-        cy, cx, radius = *rng.uniform(0, size, 2), rng.uniform(4, size / 6)
-        image[(y - cy) ** 2 + (x - cx) ** 2 < radius**2] = rng.uniform(0, 1)
-    return torch.from_numpy(image)
-
-
-def test_blind_estimate_finds_the_shake_and_its_deconvolution_beats_the_input() -> None:
-    sharp = discs(192, seed=0)
-    true_kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(np.random.default_rng(0)), 11).astype(np.float64))
-    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * deconv.kernel_otf(true_kernel, sharp.shape)).real
-    settings = deconv.EstimatorSettings(kernel_size=true_kernel.shape[0], iterations=4)
-    estimate = deconv.estimate_kernel(blurred, settings)
-    delta = torch.zeros_like(true_kernel)  # what "no blur" assumes
-    delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
-    assert (estimate - true_kernel).norm() < 0.25 * (delta - true_kernel).norm()  # measured 0.06
-    restored = deconv.deconvolve(blurred, estimate, settings.restore_weight)
-    inner = (slice(16, -16), slice(16, -16))
-    assert (restored - sharp)[inner].abs().mean() < 0.7 * (blurred - sharp)[inner].abs().mean()  # measured 0.45
 
 
 def test_pairs_mode_scores_each_pair_with_its_kernel_statistics(

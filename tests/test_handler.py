@@ -25,7 +25,7 @@ from handler.deblur_handler import METRIC_INFERENCE_MS, METRIC_MEGAPIXELS, METRI
 from handler.pipeline import decode_request, self_ensemble
 from handler.request import DeblurRequest, RequestError, RestoreOptions, ServingDefaults
 from model_archive.build import HandlerSettings
-from tests.conftest import png_bytes, textured_image
+from tests.conftest import discs_image, png_bytes, shaken_discs, textured_image
 
 TS_METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"  # the worker's default
 
@@ -267,11 +267,46 @@ def test_yaml_settings_override_defaults(model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "section", [{"tile_size": 8}, {"tile_size": 64, "overlap": 40}, {"tile_batch": -1}, {"tile": 64}]
+    "section",
+    [{"tile_size": 8}, {"tile_size": 64, "overlap": 40}, {"tile_batch": -1}, {"tile": 64}, {"kernel_aware": "yes"}],
 )
 def test_nonsense_yaml_settings_fail_initialize(model_dir: Path, section: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         DeblurHandler().initialize(make_context(model_dir, {"handler": section}))
+
+
+def test_kernel_aware_request_deconvolves_a_camera_shake(identity: tuple[DeblurHandler, Context]) -> None:
+    handler, context = identity  # the identity network returns its input: any gain is the deconvolution's
+    sharp, blurred = shaken_discs(384, 15, seed=1)
+    document = {"image": b64(png_bytes(blurred)), "ground_truth": b64(png_bytes(sharp))}
+    plain = run_json(handler, context, document)
+    aware = run_json(handler, context, document | {"kernel_aware": True})
+    assert "kernel" not in plain and plain["tiles"] == 1 and plain["metrics"]["psnr"] == plain["metrics"]["input_psnr"]
+    assert aware["kernel"]["used"] is True and aware["kernel"]["spread_px"] >= 3 and aware["tiles"] == 0
+    assert aware["metrics"]["psnr"] > aware["metrics"]["input_psnr"] + 2  # measured +3.6 dB
+
+
+def test_kernel_aware_leaves_small_and_sharp_images_to_the_network(identity: tuple[DeblurHandler, Context]) -> None:
+    handler, context = identity
+    small = run_json(handler, context, {"image": GOOD, "kernel_aware": True})
+    assert small["kernel"] is None and small["tiles"] == 1
+    sharp = png_bytes(discs_image(384, seed=2))
+    answer = run_json(handler, context, {"image": b64(sharp), "ground_truth": b64(sharp), "kernel_aware": True})
+    assert answer["kernel"]["used"] is False and answer["tiles"] == 1 and answer["metrics"]["psnr"] is None  # as sent
+
+
+def test_archive_default_kernel_aware_applies_to_every_request(model_dir: Path) -> None:
+    context = make_context(model_dir, {"handler": {"kernel_aware": True}}, checkpoint="identity.pt")
+    handler = DeblurHandler()
+    handler.initialize(context)
+    assert handler.defaults.kernel_aware
+    _, blurred = shaken_discs(384, 15, seed=1)
+    [raw] = run(handler, context, [{"body": png_bytes(blurred)}])
+    assert not np.array_equal(np.asarray(open_answer(raw)), blurred)  # deconvolved, not the identity's copy
+    by_default = run_json(handler, context, {"image": b64(png_bytes(blurred))})
+    assert by_default["kernel"]["used"] is True and by_default["tiles"] == 0
+    off = run_json(handler, context, {"image": b64(png_bytes(blurred)), "kernel_aware": False})
+    assert "kernel" not in off and np.array_equal(np.asarray(open_answer(base64.b64decode(off["image"]))), blurred)
 
 
 GOOD = b64(png_bytes(textured_image(24, 16)))
@@ -295,6 +330,7 @@ GOOD = b64(png_bytes(textured_image(24, 16)))
         ({"body": {"image": GOOD, "tile_size": "big"}}, 400, "field 'tile_size' must be an integer"),
         ({"body": {"image": GOOD, "tile_size": True}}, 400, "field 'tile_size' must be an integer"),
         ({"body": {"image": GOOD, "self_ensemble": "yes"}}, 400, "field 'self_ensemble' must be true or false"),
+        ({"body": {"image": GOOD, "kernel_aware": 1}}, 400, "field 'kernel_aware' must be true or false"),
         ({"body": {"image": GOOD, "tile_size": 4}}, 400, "field 'tile_size' must be between 32 and 2048"),
         ({"body": {"image": GOOD, "tile_size": 100000}}, 400, "field 'tile_size' must be between"),
         ({"body": {"image": GOOD, "overlap": -1}}, 400, "field 'overlap' must be between 0"),

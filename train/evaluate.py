@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deblur.blind import EstimatorSettings, KernelGate, blind_deconvolution
 from deblur.imageio import to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.model import ModelConfig, build_model, load_model, read_checkpoint
@@ -65,15 +66,17 @@ def score_pairs(
     overlap: int,
     device: torch.device,
     save_dir: Path | None = None,
+    kernel_aware: bool = False,
 ) -> list[ImageScore]:
     """Each pair through ``restore_tiled`` and clamping, as the handler restores a request.
 
+    With ``kernel_aware``, as a request with that field: a trusted blind deconvolution replaces the network.
     With ``save_dir`` each restored image is also written there as ``<name>.png`` (8-bit, as served).
     """
     frames = FrameDataset(pairs)
     scores = []
     for index, (blur, sharp) in enumerate(frames):
-        restored = restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
+        restored = restore_pair(predict, blur, tile, overlap, device, kernel_aware)
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(to_uint8(restored)).save(save_dir / f"{frames.name(index)}.png")
@@ -82,6 +85,17 @@ def score_pairs(
         scores.append(ImageScore(frames.name(index), *input_scores, psnr(after, reference), ssim(after, reference)))
         log.info("%s: %.2f → %.2f dB", scores[-1].name, scores[-1].input_psnr, scores[-1].output_psnr)
     return scores
+
+
+def restore_pair(
+    predict: Predictor, blur: torch.Tensor, tile: int, overlap: int, device: torch.device, kernel_aware: bool
+) -> torch.Tensor:
+    if kernel_aware:
+        deconvolved, estimate = blind_deconvolution(blur, EstimatorSettings(), KernelGate())
+        log.info("kernel: %s", "image too small" if estimate is None else estimate.report())
+        if deconvolved is not None:
+            return deconvolved.clamp(-1, 1)
+    return restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
 
 
 def summary(scores: list[ImageScore]) -> dict[str, float]:
@@ -122,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as the handler: auto = bf16/fp16 "
                         "where the device runs it natively, else fp32")  # fmt: skip
+    parser.add_argument("--kernel-aware", action="store_true", help="as the request field kernel_aware: "
+                        "deconvolve a trusted blind kernel estimate instead of running the network")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write per-image and mean scores here")
     parser.add_argument("--save-dir", type=Path, help="also write each restored image here as <name>.png")
     return parser.parse_args(argv)
@@ -138,13 +154,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = torch.device(args.device)
     model = load_for_evaluation(args.checkpoint, device, args.tlc_window)
     predict = make_predictor(model, device, args.precision)
-    scores = score_pairs(predict, pairs, args.tile, args.overlap, device, args.save_dir)
+    scores = score_pairs(predict, pairs, args.tile, args.overlap, device, args.save_dir, args.kernel_aware)
     sys.stdout.write(format_report(scores) + "\n")
     means = summary(scores)
     if args.json:
         images = [dataclasses.asdict(s) | {"gain": s.gain} for s in scores]
         settings = {"checkpoint": str(args.checkpoint), "data": str(args.data)}
         settings |= {"tile": args.tile, "overlap": args.overlap, "precision": args.precision}
+        settings |= {"kernel_aware": args.kernel_aware}
         args.json.write_text(json.dumps(settings | {"mean": means, "images": images}, indent=2))
     return means
 

@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deblur.blind import GAMMA  # blur in (approximately) linear light, as deblur.blind inverts it
 from deblur.files import IMAGE_SUFFIXES, list_images
 
 log = logging.getLogger(__name__)
-
-GAMMA = 2.2  # blur in (approximately) linear light: a camera integrates light, not sRGB values
 
 
 @dataclass(frozen=True)

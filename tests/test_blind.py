@@ -1,0 +1,98 @@
+"""deblur.blind: the blind kernel estimate, its deconvolution and the gate that decides whether to use it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import deblur.blind as blind
+from deblur.imageio import to_model_range
+from deblur.metrics import psnr, to_unit_range
+from tests.conftest import discs_image, shaken_discs, textured_image
+from train.synth import BlurSettings, blur_image, rasterise_kernel, shake_trajectory
+
+
+def test_deconvolution_with_the_true_kernel_inverts_the_blur() -> None:
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.random((64, 80)))
+    kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 9).astype(np.float64))
+    blurred = torch.fft.ifft2(torch.fft.fft2(image) * blind.kernel_otf(kernel, (64, 80))).real  # circular blur
+    restored = blind.deconvolve(blurred, kernel, weight=1e-12)
+    assert (restored - image).abs().max() < 1e-3 < 0.1 < (blurred - image).abs().max()
+
+
+def test_smooth_wrap_keeps_the_image_and_removes_the_seam() -> None:
+    image = torch.linspace(0, 1, 40 * 30, dtype=torch.float64).reshape(40, 30)  # opposite edges differ by ~1
+    wrapped = blind.wrap_smoothly(image, 8)
+    assert torch.equal(wrapped[8:-8, 8:-8], image)
+    reflected = torch.nn.functional.pad(image[None, None], (8, 8, 8, 8), mode="reflect")[0, 0]
+    for padded, limit in ((wrapped, 0.15), (reflected, 0.5)):  # a ramp across the seam, or a jump of ~1
+        seam = max((padded[0] - padded[-1]).abs().max(), (padded[:, 0] - padded[:, -1]).abs().max())
+        assert (seam < limit) == (padded is wrapped), f"seam {seam:.3f}"
+
+
+def test_components_are_8_connected_and_pruning_drops_specks() -> None:
+    kernel = torch.zeros(9, 9, dtype=torch.float64)
+    kernel[2, 2:6] = 1.0  # the trajectory: a horizontal stroke...
+    kernel[3, 6] = 1.0  # ...that goes on diagonally
+    kernel[7, 0] = 0.2  # a faint speck apart from it
+    labels = blind.connected_components(kernel > 0)
+    assert labels[2, 2] == labels[3, 6] != labels[7, 0] and int((labels > 0).sum()) == 6
+    pruned = blind.prune_kernel(kernel, blind.EstimatorSettings())
+    assert int((pruned > 0).sum()) == 5 and float(pruned.sum()) == pytest.approx(1.0)
+
+
+def test_blind_estimate_finds_the_shake_and_its_deconvolution_beats_the_input() -> None:
+    sharp = torch.from_numpy(discs_image(192, seed=0)).double().mean(-1) / 255
+    true_kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(np.random.default_rng(0)), 11).astype(np.float64))
+    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * blind.kernel_otf(true_kernel, sharp.shape)).real
+    settings = blind.EstimatorSettings(kernel_size=true_kernel.shape[0], iterations=4)
+    estimate = blind.estimate_kernel(blurred, settings)
+    delta = torch.zeros_like(true_kernel)  # what "no blur" assumes
+    delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
+    assert (estimate - true_kernel).norm() < 0.25 * (delta - true_kernel).norm()  # measured 0.06
+    restored = blind.deconvolve(blurred, estimate, settings.restore_weight)
+    inner = (slice(16, -16), slice(16, -16))
+    assert (restored - sharp)[inner].abs().mean() < 0.7 * (blurred - sharp)[inner].abs().mean()  # measured 0.45
+
+
+def deconvolve(image: np.ndarray) -> tuple[torch.Tensor | None, blind.KernelEstimate | None]:
+    return blind.blind_deconvolution(to_model_range(image), blind.EstimatorSettings(), blind.KernelGate())
+
+
+def test_a_trusted_shake_is_deconvolved_and_beats_its_input() -> None:
+    sharp, blurred = shaken_discs(384, 15, seed=1)
+    deconvolved, estimate = deconvolve(blurred)
+    assert estimate is not None and estimate.trusted, estimate
+    assert deconvolved is not None and deconvolved.shape == (3, 384, 384) and deconvolved.abs().max() <= 1
+    truth = to_unit_range(to_model_range(sharp))
+    gain = psnr(to_unit_range(deconvolved), truth) - psnr(to_unit_range(to_model_range(blurred)), truth)
+    assert gain > 2, f"{gain:+.2f} dB"  # measured +3.6 dB over the whole image, borders included
+
+
+def test_a_sharp_photo_is_left_to_the_network() -> None:
+    """No shake to find: the estimate is (nearly) a delta, below the gate's spread, and nothing is deconvolved."""
+    sharp = discs_image(384, seed=2)
+    noisy = blur_image(sharp, np.ones((1, 1)), np.random.default_rng(2), BlurSettings())  # noise σ = 1/255 only
+    deconvolved, estimate = deconvolve(noisy)
+    assert estimate is not None and not estimate.trusted and estimate.spread < blind.KernelGate().min_spread
+    assert deconvolved is None
+
+
+@pytest.mark.parametrize("size", [(40, 30), (500, 300)])
+def test_images_too_small_for_a_kernel_are_not_estimated(size: tuple[int, int]) -> None:
+    pixels = to_model_range(textured_image(*size))
+    assert blind.blind_deconvolution(pixels, blind.EstimatorSettings(), blind.KernelGate()) == (None, None)
+
+
+def test_the_gate_rejects_a_diffuse_estimate() -> None:
+    blob = torch.ones(41, 41, dtype=torch.float64) / 41**2  # a spread-out blob: what failed estimates look like
+    gate = blind.KernelGate()
+    assert blind.kernel_spread(blob) > gate.min_spread and float(blob.max()) < gate.min_peak
+    assert blind.kernel_support(blob) == pytest.approx(41**2)
+
+
+def test_linear_light_round_trip_is_exact_to_float32() -> None:
+    pixels = torch.linspace(-1, 1, 3 * 16 * 16).reshape(3, 16, 16)
+    assert torch.allclose(blind.from_linear(blind.to_linear(pixels)), pixels, atol=1e-6)
