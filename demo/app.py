@@ -216,9 +216,14 @@ def format_details(answer: Restoration, settings: RestoreSettings, metrics_sourc
         if timing:
             steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
             parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
-        if answer.tiles is not None:
+        if answer.kernel is not None and answer.kernel["used"]:
+            spread = answer.kernel.get("spread_px")
+            parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), no network")
+        elif answer.tiles is not None:
             noun = "tile" if answer.tiles == 1 else "tiles"
             parts.insert(1, f"**{answer.tiles} {noun}** of {settings.tile_size} px (overlap {settings.overlap})")
+            if answer.kernel is not None:
+                parts.insert(2, "shake estimate not trusted: the network answered")
         if settings.self_ensemble:
             parts.insert(1, "self-ensemble ×8")
     lines = [" · ".join(parts)]

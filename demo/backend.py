@@ -63,6 +63,7 @@ class Restoration:
     timing_ms: dict[str, float] = field(default_factory=dict)
     tiles: int | None = None
     metrics: QualityReport | None = None
+    kernel: dict[str, Any] | None = None  # kernel_aware's report: {"used", "spread_px", "peak"}
 
 
 def b64(data: bytes) -> str:
@@ -107,6 +108,7 @@ def parse_answer(body: Any, round_trip_ms: float) -> Restoration:
         timing_ms={str(k): float(v) for k, v in timing.items() if isinstance(v, int | float)},
         tiles=tiles if isinstance(tiles, int) else None,
         metrics=parse_metrics(body.get("metrics")),
+        kernel=body["kernel"] if isinstance(body.get("kernel"), dict) and "used" in body["kernel"] else None,
     )
 
 

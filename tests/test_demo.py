@@ -44,11 +44,12 @@ from demo.app import (
     build_demo,
     deblur_images,
     example_pairs,
+    format_details,
     format_report,
     launch_demo,
     version_choices,
 )
-from demo.backend import BackendStatus, RestoreSettings, backend_status
+from demo.backend import BackendStatus, RestoreSettings, backend_status, parse_answer
 from demo.feedback import FeedbackStore
 from serve.client import TorchServeClient
 
@@ -356,6 +357,33 @@ def test_download_is_the_restored_image_in_the_uploads_format_and_size(
     assert outcome.download.name.startswith("holiday_deblurred.")
     if fmt == "PNG":
         assert outcome.download.read_bytes() == png_bytes(stub_restore(rgb(Image.open(path))))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "words"),
+    [
+        (
+            {"used": True, "spread_px": 6.06, "peak": 0.0366},
+            "**deconvolved** with the estimated camera shake (spread 6.06 px)",
+        ),
+        (
+            {"used": False, "spread_px": 12.9, "peak": 0.009},
+            "**6 tiles** of 512 px (overlap 64) · shake estimate not trusted",
+        ),
+        (None, "**6 tiles** of 512 px (overlap 64) · round trip"),
+    ],
+)
+def test_details_say_whether_the_deconvolution_or_the_network_answered(kernel: dict | None, words: str) -> None:
+    body = {
+        "image": base64.b64encode(b"png").decode(),
+        "model": {"version": "1.0"},
+        "tiles": 0 if kernel and kernel["used"] else 6,
+    }
+    answer = parse_answer(body | ({"kernel": kernel} if kernel else {}), round_trip_ms=12.0)
+    assert answer.kernel == kernel
+    details = format_details(answer, RestoreSettings(), None)
+    assert words in details, details
+    assert ("tiles" in details) != bool(kernel and kernel["used"])
 
 
 def test_report_formats_identical_images_without_nan() -> None:
