@@ -396,12 +396,14 @@ def main(config: TrainConfig) -> TrainState:
         session = build_session(config, context, device)
         if not context.is_main:
             run_epochs(session)
+            barrier(context)  # leave the process group together (a gloo rank torn down early can abort)
             return session.state
         config.out_dir.mkdir(parents=True, exist_ok=True)
         run_info = {"parameters": count_parameters(session.trainables.model), "world_size": context.world_size}
         with tracking.tracked_run(config, session.state, run_info):
             run_epochs(session)
             tracking.log_result(session.state, config.registered_model_name)
+        barrier(context)  # after rank 0's last checkpoint and MLflow logging
         return session.state
     finally:
         shutdown(context)
