@@ -30,9 +30,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deblur.blind import GAMMA, EstimatorSettings, deconvolve_linear, estimate_kernel, kernel_spread, kernel_support
+from deblur.blind import (
+    EstimatorSettings,
+    deconvolve_linear,
+    estimate_kernel,
+    from_linear,
+    kernel_spread,
+    kernel_support,
+)
 from deblur.files import list_images
-from deblur.imageio import to_model_range
+from deblur.imageio import to_model_range, to_uint8
 from deblur.metrics import psnr, to_unit_range
 from train.data import find_pairs
 from train.synth import BlurSettings, blur_image, crop_to_frame, random_kernel, to_linear
@@ -40,8 +47,7 @@ from train.synth import BlurSettings, blur_image, crop_to_frame, random_kernel, 
 
 def restore(linear: torch.Tensor, kernel: torch.Tensor, weight: float) -> np.ndarray:
     """Deconvolve an (H, W, 3) linear-light image channel by channel; uint8 out."""
-    out = deconvolve_linear(linear.permute(2, 0, 1), kernel, weight).clamp(0, 1) ** (1 / GAMMA)
-    return (out.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return to_uint8(from_linear(deconvolve_linear(linear.permute(2, 0, 1), kernel, weight)))
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:

@@ -245,9 +245,9 @@ def deconvolve_linear(linear: torch.Tensor, kernel: torch.Tensor, weight: float)
 
 
 def blind_deconvolution(
-    pixels: torch.Tensor, settings: EstimatorSettings, gate: KernelGate
+    pixels: torch.Tensor, settings: EstimatorSettings = EstimatorSettings(), gate: KernelGate = KernelGate()
 ) -> tuple[torch.Tensor | None, KernelEstimate | None]:
-    """(3, H, W) in [-1, 1] → (deconvolved image or None when the estimate is not trusted, the estimate).
+    """(3, H, W) in [-1, 1] → (deconvolved image in [-1, 1], or None when the estimate is not trusted; the estimate).
 
     The estimate is None when the image is too small to estimate a kernel from.
     """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deblur.blind import EstimatorSettings, KernelEstimate, KernelGate, blind_deconvolution
+from deblur.blind import KernelEstimate, blind_deconvolution
 from deblur.imageio import DecodedImage, decode_image, encode_array, to_array, to_model_range, to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.tiling import count_tiles, restore_tiled
@@ -95,11 +95,9 @@ def restore_request(
     """The network's restoration; with ``kernel_aware``, a trusted blind deconvolution replaces it."""
     start = time.perf_counter()
     options = decoded.request.options
-    deconvolved, estimate = (None, None)
-    if options.kernel_aware:
-        deconvolved, estimate = blind_deconvolution(decoded.image.pixels, EstimatorSettings(), KernelGate())
+    deconvolved, estimate = blind_deconvolution(decoded.image.pixels) if options.kernel_aware else (None, None)
     if deconvolved is not None:
-        return Restored(decoded, deconvolved.clamp_(-1, 1), 0, elapsed_ms(start), estimate)
+        return Restored(decoded, deconvolved, 0, elapsed_ms(start), estimate)
     pixels = restore(model, decoded.image.pixels, options, tile_batch, device)
     _, height, width = pixels.shape
     tiles = count_tiles(height, width, options.tile_size, options.overlap) * (8 if options.self_ensemble else 1)

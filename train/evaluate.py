@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deblur.blind import EstimatorSettings, KernelGate, blind_deconvolution
+from deblur.blind import blind_deconvolution
 from deblur.imageio import to_uint8
 from deblur.metrics import psnr, ssim, to_unit_range
 from deblur.model import ModelConfig, build_model, load_model, read_checkpoint
@@ -91,10 +91,10 @@ def restore_pair(
     predict: Predictor, blur: torch.Tensor, tile: int, overlap: int, device: torch.device, kernel_aware: bool
 ) -> torch.Tensor:
     if kernel_aware:
-        deconvolved, estimate = blind_deconvolution(blur, EstimatorSettings(), KernelGate())
+        deconvolved, estimate = blind_deconvolution(blur)
         log.info("kernel: %s", "image too small" if estimate is None else estimate.report())
         if deconvolved is not None:
-            return deconvolved.clamp(-1, 1)
+            return deconvolved
     return restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
 
 
