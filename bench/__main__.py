@@ -172,7 +172,7 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
         ("encode PNG (Pillow, level 1; replaced)", lambda: png_of(restored)),
         # kernel_aware: both run for every request; a trusted estimate replaces model and tiling
         (f"kernel_aware: estimate the kernel (≤ {blind.crop}² crop)", lambda: estimate_kernel(linear.mean(0), blind)),
-        ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, blind.restore_weight)),
+        ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, blind.restore_fidelity)),
     ]
     rows = [{"stage": "model (tiles, batches)", "s": timer.seconds},
             {"stage": "tiling: cut, feather, blend", "s": restore_s - timer.seconds}]  # fmt: skip

@@ -4,11 +4,12 @@ Shakes 1280×720 frames of each photo with ``train.synth``'s camera-shake kernel
 σ = 1/255, as the held-out set) and prints, for the centre 512×512 tile (the serving tile) of each and on
 average, the PSNR gain of two deconvolutions that know the blur model (uniform blur in linear light):
 
-- **true kernel**: regularised least squares (a gradient prior, solved in the Fourier domain) with the
-  kernel that made the blur: the ceiling of any method that first finds the kernel;
-- **estimated kernel**: the same, with a kernel estimated blindly from the blurred tile (or frame): coarse
-  to fine, alternating an L0-gradient latent image (Xu, Zheng & Jia 2013; Pan et al. 2014) with a
-  least-squares kernel from its gradients, pruned to its main connected trajectory.
+- **true kernel**: the served sparse-gradient-prior deconvolution (``deblur.blind.deconvolve_sparse``),
+  with the kernel that made the blur and a data weight of 3000 (the best of 300–3000 on training photos):
+  the ceiling of any method that first finds the kernel;
+- **estimated kernel**: the same at the served weight, with a kernel estimated blindly from the blurred
+  tile (or frame): coarse to fine, alternating an L0-gradient latent image (Xu, Zheng & Jia 2013; Pan et
+  al. 2014) with a least-squares kernel from its gradients, pruned to its main connected trajectory.
 
 ``--pairs DIR`` scores the estimated kernel on existing blur/sharp pairs instead (``DIR/blur``,
 ``DIR/sharp``, as ``train.evaluate`` reads them), over the whole image as ``train.evaluate`` does, and
@@ -45,9 +46,9 @@ from train.data import find_pairs
 from train.synth import BlurSettings, blur_image, crop_to_frame, random_kernel, to_linear
 
 
-def restore(linear: torch.Tensor, kernel: torch.Tensor, weight: float) -> np.ndarray:
-    """Deconvolve an (H, W, 3) linear-light image channel by channel; uint8 out."""
-    return to_uint8(from_linear(deconvolve_linear(linear.permute(2, 0, 1), kernel, weight)))
+def restore(linear: torch.Tensor, kernel: torch.Tensor, fidelity: float) -> np.ndarray:
+    """Deconvolve an (H, W, 3) linear-light image as the server does; uint8 out."""
+    return to_uint8(from_linear(deconvolve_linear(linear.permute(2, 0, 1).float(), kernel.float(), fidelity)))
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,7 +84,7 @@ def score_pairs(pair_dir: Path, settings: EstimatorSettings) -> list[float]:
         linear = torch.from_numpy(to_linear(blurred))
         kernel = estimate_kernel(linear.mean(-1), settings)
         before = psnr_u8(blurred, sharp)
-        gains.append(psnr_u8(restore(linear, kernel, settings.restore_weight), sharp) - before)
+        gains.append(psnr_u8(restore(linear, kernel, settings.restore_fidelity), sharp) - before)
         print(f"| {pair.blur.stem} | {before:.2f} | {gains[-1]:+.2f} | {kernel_spread(kernel):.2f} | "
               f"{float(kernel.max()):.3f} | {kernel_support(kernel):.1f} |", flush=True)  # fmt: skip
     return gains
@@ -100,8 +101,8 @@ def score_photos(args: argparse.Namespace, settings: EstimatorSettings) -> dict[
         before = psnr_u8(blurred[window], sharp[window])
         linear = torch.from_numpy(to_linear(blurred))
         candidates = {
-            "true kernel": restore(linear, torch.from_numpy(kernel.astype(np.float64)), weight=3e-3),
-            "estimated kernel": restore(linear, estimate_kernel(linear.mean(-1), settings), settings.restore_weight),
+            "true kernel": restore(linear, torch.from_numpy(kernel), fidelity=3000.0),
+            "estimated kernel": restore(linear, estimate_kernel(linear.mean(-1), settings), settings.restore_fidelity),
         }
         for method, restored in candidates.items():
             gains[method].append(psnr_u8(restored[window], sharp[window]) - before)

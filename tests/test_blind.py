@@ -18,8 +18,30 @@ def test_deconvolution_with_the_true_kernel_inverts_the_blur() -> None:
     image = torch.from_numpy(rng.random((64, 80)))
     kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 9).astype(np.float64))
     blurred = torch.fft.ifft2(torch.fft.fft2(image) * blind.kernel_otf(kernel, (64, 80))).real  # circular blur
-    restored = blind.deconvolve(blurred, kernel, weight=1e-12)
+    restored = blind.deconvolve_sparse(blurred, kernel, fidelity=1e12)  # the data term alone: an exact inverse
     assert (restored - image).abs().max() < 1e-3 < 0.1 < (blurred - image).abs().max()
+
+
+def test_sparse_prior_deconvolution_removes_blur_without_amplifying_noise() -> None:
+    rng = np.random.default_rng(1)
+    sharp = torch.from_numpy(discs_image(128, seed=1)).double().mean(-1) / 255
+    kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 9).astype(np.float64))
+    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * blind.kernel_otf(kernel, sharp.shape)).real
+    noisy = blurred + torch.from_numpy(rng.normal(0, 0.01, sharp.shape))
+    served = blind.deconvolve_sparse(noisy, kernel, blind.EstimatorSettings().restore_fidelity)
+    least_squares = blind.deconvolve_sparse(noisy, kernel, 1e12)  # no prior: the noise blows up
+    error = {name: float((image - sharp).abs().mean()) for name, image in
+             (("input", noisy), ("served", served), ("least squares", least_squares))}  # fmt: skip
+    assert error["served"] < 0.6 * error["input"] < error["least squares"], error  # measured 0.010 vs 0.023
+
+
+def test_channels_are_deconvolved_independently() -> None:
+    rng = np.random.default_rng(2)
+    image = torch.from_numpy(rng.random((3, 48, 56))).float()
+    kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 7)).float()
+    together = blind.deconvolve_linear(image, kernel, 400.0)
+    alone = blind.deconvolve_linear(image[1:2], kernel, 400.0)
+    assert together.shape == image.shape and torch.allclose(together[1:2], alone, atol=1e-5)
 
 
 def test_smooth_wrap_keeps_the_image_and_removes_the_seam() -> None:
@@ -52,7 +74,7 @@ def test_blind_estimate_finds_the_shake_and_its_deconvolution_beats_the_input() 
     delta = torch.zeros_like(true_kernel)  # what "no blur" assumes
     delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
     assert (estimate - true_kernel).norm() < 0.25 * (delta - true_kernel).norm()  # measured 0.06
-    restored = blind.deconvolve(blurred, estimate, settings.restore_weight)
+    restored = blind.deconvolve_sparse(blurred, estimate, settings.restore_fidelity)
     inner = (slice(16, -16), slice(16, -16))
     assert (restored - sharp)[inner].abs().mean() < 0.7 * (blurred - sharp)[inner].abs().mean()  # measured 0.45
 
