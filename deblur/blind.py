@@ -4,8 +4,8 @@ For blur that is the same across the image (a camera shake while the shutter is 
 kernel and inverting it recovers far more than the shipped network does on 2 CPU cores (README, "Shipped
 model"). The estimate works coarse to fine, alternating an L0-gradient latent image (Xu, Zheng & Jia
 2013; Pan et al. 2014) with a least-squares kernel from its gradients, pruned to its main connected
-trajectory; the deconvolution is regularised least squares with a gradient prior, in linear light,
-solved in the Fourier domain.
+trajectory; the deconvolution has a sparse gradient prior (Krishnan & Fergus 2009), in linear light,
+solved by half-quadratic splitting in the Fourier domain.
 
 It fails on photos without edges in many directions (a smooth fruit) and on nearly sharp photos, so a
 result is used only when the estimate passes ``KernelGate``; the pipeline falls back to the network.
@@ -36,11 +36,12 @@ class EstimatorSettings:
     restore_fidelity: float = 400.0  # data-term weight of the final (sparse-prior) deconvolution
 
 
-def kernel_otf(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """FFT of ``kernel`` zero-padded to ``shape`` with its centre moved to the origin."""
+def kernel_otf(kernel: torch.Tensor, shape: tuple[int, int], half: bool = False) -> torch.Tensor:
+    """FFT of ``kernel`` zero-padded to ``shape`` with its centre moved to the origin (rfft2's half if ``half``)."""
     padded = torch.zeros(shape, dtype=kernel.dtype)
     padded[: kernel.shape[0], : kernel.shape[1]] = kernel
-    return torch.fft.fft2(torch.roll(padded, (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), (0, 1)))
+    centred = torch.roll(padded, (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), (0, 1))
+    return torch.fft.rfft2(centred) if half else torch.fft.fft2(centred)
 
 
 def gradient_energy(shape: tuple[int, int]) -> torch.Tensor:
@@ -54,6 +55,11 @@ def gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return image - torch.roll(image, 1, -1), image - torch.roll(image, 1, -2)
 
 
+def divergence(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """∇ᵀ(gx, gy): the adjoint of ``gradients``."""
+    return (gx - torch.roll(gx, -1, -1)) + (gy - torch.roll(gy, -1, -2))
+
+
 def soft_threshold(values: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.sign(values) * (values.abs() - threshold).clamp(min=0)
 
@@ -62,21 +68,20 @@ def deconvolve_sparse(blurred: torch.Tensor, kernel: torch.Tensor, fidelity: flo
     """argmin fidelity/2·‖k ∗ x − y‖² + ‖∇x‖₁ over the last two axes, by half-quadratic splitting.
 
     Natural images have sparse gradients (Krishnan & Fergus 2009): this prior keeps edges and flattens the
-    ringing and amplified noise the Gaussian prior of ``deconvolve`` lets through. Each round soft-thresholds
+    ringing and amplified noise a Gaussian (least-squares) gradient prior lets through. Each round soft-thresholds
     the gradients, then solves the quadratic step exactly in the Fourier domain; the splitting penalty β
     grows from 1 by 2√2 per round.
     """
     shape = blurred.shape[-2:]
     half = shape[-1] // 2 + 1  # real input: the half spectrum of rfft2 holds everything, for half the work
-    otf = kernel_otf(kernel.to(blurred.dtype), shape)[:, :half]
+    otf = kernel_otf(kernel.to(blurred.dtype), shape, half=True)
     data_term = fidelity * torch.conj(otf) * torch.fft.rfft2(blurred)
     kernel_energy = fidelity * otf.abs() ** 2
     prior_energy = gradient_energy(shape)[:, :half].to(blurred.dtype)
     latent, beta = blurred, 1.0
     for _ in range(rounds):
         gx, gy = (soft_threshold(g, 1 / beta) for g in gradients(latent))
-        divergence = (gx - torch.roll(gx, -1, -1)) + (gy - torch.roll(gy, -1, -2))  # ∇ᵀ(gx, gy)
-        spectrum = (data_term + beta * torch.fft.rfft2(divergence)) / (kernel_energy + beta * prior_energy)
+        spectrum = (data_term + beta * torch.fft.rfft2(divergence(gx, gy))) / (kernel_energy + beta * prior_energy)
         latent, beta = torch.fft.irfft2(spectrum, s=shape), beta * 2 * math.sqrt(2)
     return latent
 
@@ -147,8 +152,7 @@ def l0_latent(blurred: torch.Tensor, kernel: torch.Tensor, weight: float, rate: 
         gx, gy = gradients(latent)
         weak = gx**2 + gy**2 < weight / beta  # cheaper to flatten than to keep: the L0 step
         gx, gy = gx.masked_fill(weak, 0), gy.masked_fill(weak, 0)
-        divergence = (gx - torch.roll(gx, -1, -1)) + (gy - torch.roll(gy, -1, -2))  # ∇ᵀ(gx, gy)
-        spectrum = (data_term + beta * torch.fft.fft2(divergence)) / (kernel_energy + beta * prior_energy)
+        spectrum = (data_term + beta * torch.fft.fft2(divergence(gx, gy))) / (kernel_energy + beta * prior_energy)
         latent, beta = torch.fft.ifft2(spectrum).real, beta * rate
     return latent[pad:-pad, pad:-pad]
 
