@@ -51,17 +51,45 @@ def gradient_energy(shape: tuple[int, int]) -> torch.Tensor:
     return (2 - 2 * torch.cos(2 * math.pi * fx)) + (2 - 2 * torch.cos(2 * math.pi * fy))
 
 
+def circular_difference(image: torch.Tensor, axis: int, step: int) -> torch.Tensor:
+    """image − roll(image, step, axis) for step ±1, from slices: torch.roll copies the whole image first."""
+    out = torch.empty_like(image)
+    ahead, behind = image.narrow(axis, 1, image.shape[axis] - 1), image.narrow(axis, 0, image.shape[axis] - 1)
+    first, last = image.narrow(axis, 0, 1), image.narrow(axis, -1, 1)
+    if step == 1:  # out[i] = x[i] − x[i−1], wrapping at 0
+        torch.sub(ahead, behind, out=out.narrow(axis, 1, image.shape[axis] - 1))
+        torch.sub(first, last, out=out.narrow(axis, 0, 1))
+    else:  # out[i] = x[i] − x[i+1], wrapping at the end
+        torch.sub(behind, ahead, out=out.narrow(axis, 0, image.shape[axis] - 1))
+        torch.sub(last, first, out=out.narrow(axis, -1, 1))
+    return out
+
+
 def gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return image - torch.roll(image, 1, -1), image - torch.roll(image, 1, -2)
+    """Backward differences along x and y, wrapping around (the FFT's boundary)."""
+    return circular_difference(image, -1, 1), circular_difference(image, -2, 1)
 
 
 def divergence(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     """∇ᵀ(gx, gy): the adjoint of ``gradients``."""
-    return (gx - torch.roll(gx, -1, -1)) + (gy - torch.roll(gy, -1, -2))
+    return circular_difference(gx, -1, -1).add_(circular_difference(gy, -2, -1))
 
 
-def soft_threshold(values: torch.Tensor, threshold: float) -> torch.Tensor:
-    return torch.sign(values) * (values.abs() - threshold).clamp(min=0)
+def soft_threshold_(values: torch.Tensor, threshold: float) -> torch.Tensor:
+    """sign(v)·max(|v| − t, 0), in place: v minus v clamped to [−t, t] is the same in two passes instead of four."""
+    return values.sub_(values.clamp(-threshold, threshold))
+
+
+def fft_length(n: int) -> int:
+    """The smallest length ≥ n with no prime factor above 5: pocketfft is fastest there (2160 vs 2130: 1.5×)."""
+    while True:
+        m = n
+        for prime in (2, 3, 5):
+            while m % prime == 0:
+                m //= prime
+        if m == 1:
+            return n
+        n += 1
 
 
 def deconvolve_sparse(blurred: torch.Tensor, kernel: torch.Tensor, fidelity: float, rounds: int = 6) -> torch.Tensor:
@@ -80,22 +108,29 @@ def deconvolve_sparse(blurred: torch.Tensor, kernel: torch.Tensor, fidelity: flo
     prior_energy = gradient_energy(shape)[:, :half].to(blurred.dtype)
     latent, beta = blurred, 1.0
     for _ in range(rounds):
-        gx, gy = (soft_threshold(g, 1 / beta) for g in gradients(latent))
-        spectrum = (data_term + beta * torch.fft.rfft2(divergence(gx, gy))) / (kernel_energy + beta * prior_energy)
-        latent, beta = torch.fft.irfft2(spectrum, s=shape), beta * 2 * math.sqrt(2)
+        gx, gy = (soft_threshold_(g, 1 / beta) for g in gradients(latent))
+        spectrum = torch.fft.rfft2(divergence(gx, gy)).mul_(beta).add_(data_term)
+        latent = torch.fft.irfft2(spectrum.div_(prior_energy * beta + kernel_energy), s=shape)
+        beta *= 2 * math.sqrt(2)
     return latent
 
 
-def wrap_smoothly(image: torch.Tensor, pad: int) -> torch.Tensor:
-    """Reflect-pad both axes by ``pad`` and cross-fade the padding so the FFT's wrap-around has no seam."""
-    ramp = torch.linspace(0, 1, 2 * pad, dtype=image.dtype)
-    weight = (2 * torch.minimum(ramp, 1 - ramp))[:, None]  # 0 where the padding meets the image, 1 at the seam
-    out = F.pad(image[None, None], (pad, pad, pad, pad), mode="reflect")[0, 0]
-    for _ in range(2):  # rows, then (transposed) columns
-        band = torch.cat([out[-pad:], out[:pad]])  # the padding on both sides of the wrap
-        straight = band[:1] + ramp[:, None] * (band[-1:] - band[:1])
+def wrap_smoothly(image: torch.Tensor, pad: int, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Reflect-pad by ``pad`` before each axis and up to ``shape`` after (by ``pad`` if None), cross-fading the
+    padding so the FFT's wrap-around has no seam."""
+    height, width = image.shape
+    shape = shape or (height + 2 * pad, width + 2 * pad)
+    afters = (shape[0] - height - pad, shape[1] - width - pad)
+    out = F.pad(image[None, None], (pad, afters[1], pad, afters[0]), mode="reflect")[0, 0]
+    for after in afters:  # rows, then (transposed) columns
+        size = pad + after
+        ramp = torch.linspace(0, 1, size, dtype=image.dtype)[:, None]
+        # 0 where the padding meets the image, rising to 1 at the seam between the two sides
+        weight = torch.minimum(ramp * (size / after), (1 - ramp) * (size / pad))
+        band = torch.cat([out[-after:], out[:pad]])  # the padding on both sides of the wrap
+        straight = band[:1] + ramp * (band[-1:] - band[:1])
         band = band * (1 - weight) + straight * weight
-        out = torch.cat([band[pad:], out[pad:-pad], band[:pad]]).T
+        out = torch.cat([band[after:], out[pad:-after], band[:after]]).T
     return out
 
 
@@ -262,9 +297,10 @@ def from_linear(linear: torch.Tensor) -> torch.Tensor:
 
 def deconvolve_linear(linear: torch.Tensor, kernel: torch.Tensor, fidelity: float) -> torch.Tensor:
     """Sparse-prior deconvolution of a (C, H, W) linear-light image, its borders wrapped smoothly."""
-    pad = kernel.shape[0]
-    wrapped = torch.stack([wrap_smoothly(channel, pad) for channel in linear])
-    return deconvolve_sparse(wrapped, kernel, fidelity)[:, pad:-pad, pad:-pad]
+    (height, width), pad = linear.shape[-2:], kernel.shape[0]
+    shape = (fft_length(height + 2 * pad), fft_length(width + 2 * pad))
+    wrapped = torch.stack([wrap_smoothly(channel, pad, shape) for channel in linear])
+    return deconvolve_sparse(wrapped, kernel, fidelity)[:, pad : pad + height, pad : pad + width]
 
 
 def blind_deconvolution(

@@ -54,6 +54,25 @@ def test_smooth_wrap_keeps_the_image_and_removes_the_seam() -> None:
         assert (seam < limit) == (padded is wrapped), f"seam {seam:.3f}"
 
 
+def test_wrap_to_a_larger_shape_pads_more_after_and_stays_seamless() -> None:
+    image = torch.linspace(0, 1, 40 * 30, dtype=torch.float64).reshape(40, 30)
+    wrapped = blind.wrap_smoothly(image, 8, (64, 48))  # 8 before, 16 and 10 after
+    assert wrapped.shape == (64, 48) and torch.equal(wrapped[8:48, 8:38], image)
+    assert max((wrapped[0] - wrapped[-1]).abs().max(), (wrapped[:, 0] - wrapped[:, -1]).abs().max()) < 0.15
+
+
+def test_fft_lengths_have_only_small_prime_factors() -> None:
+    assert [blind.fft_length(n) for n in (1, 7, 2130, 1362, 801)] == [1, 8, 2160, 1440, 810]
+
+
+def test_circular_differences_match_torch_roll() -> None:
+    image = torch.rand(2, 9, 7, dtype=torch.float64)
+    gx, gy = blind.gradients(image)
+    assert torch.equal(gx, image - torch.roll(image, 1, -1)) and torch.equal(gy, image - torch.roll(image, 1, -2))
+    adjoint = (gx - torch.roll(gx, -1, -1)) + (gy - torch.roll(gy, -1, -2))
+    assert torch.equal(blind.divergence(gx, gy), adjoint)
+
+
 def test_components_are_8_connected_and_pruning_drops_specks() -> None:
     kernel = torch.zeros(9, 9, dtype=torch.float64)
     kernel[2, 2:6] = 1.0  # the trajectory: a horizontal stroke...
