@@ -165,12 +165,17 @@ def cmd_score(args: argparse.Namespace) -> int:
         # The server reports identical images' infinite PSNR as null.
         metrics = {key: math.inf if value is None else value for key, value in answer["metrics"].items()}
         name, gain = str(blurred.relative_to(args.data / "blur")), metrics["psnr"] - metrics["input_psnr"]
-        rows.append({"name": name, **metrics, "gain": gain, "version": answer["model"]["version"]})
-        print(f"{name}: {metrics['input_psnr']:.2f} → {metrics['psnr']:.2f} dB ({gain:+.2f})")
+        kernel = answer.get("kernel")  # the kernel-aware report, when the archive or request asked for it
+        rows.append({"name": name, **metrics, "gain": gain, "version": answer["model"]["version"], "kernel": kernel})
+        how = "" if kernel is None else (", deconvolved" if kernel["used"] else ", network")
+        print(f"{name}: {metrics['input_psnr']:.2f} → {metrics['psnr']:.2f} dB ({gain:+.2f}{how})")
     keys = ("input_psnr", "input_ssim", "psnr", "ssim", "gain")
     mean = {key: sum(row[key] for row in rows) / len(rows) for key in keys}
     print(f"mean of {len(rows)}: PSNR {mean['input_psnr']:.2f} → {mean['psnr']:.2f} dB ({mean['gain']:+.2f}), "
           f"SSIM {mean['input_ssim']:.4f} → {mean['ssim']:.4f}, model version {rows[0]['version']}")  # fmt: skip
+    deconvolved = sum(bool(row["kernel"] and row["kernel"]["used"]) for row in rows)
+    if any(row["kernel"] is not None for row in rows):
+        print(f"deconvolved with the estimated kernel: {deconvolved} of {len(rows)}")
     if args.json:
         args.json.write_text(json.dumps({"mean": mean, "images": rows}, indent=2))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,23 @@ def test_a_trusted_shake_is_deconvolved_and_beats_its_input() -> None:
     truth = to_unit_range(to_model_range(sharp))
     gain = psnr(to_unit_range(deconvolved), truth) - psnr(to_unit_range(to_model_range(blurred)), truth)
     assert gain > 2, f"{gain:+.2f} dB"  # measured +3.6 dB over the whole image, borders included
+    assert estimate.overshoot is not None and estimate.overshoot < blind.KernelGate().max_overshoot
+    assert estimate.report()["overshoot"] == pytest.approx(estimate.overshoot, rel=1e-2)
+
+
+def test_a_deconvolution_that_rings_out_of_range_is_not_used() -> None:
+    """The same shake, but a gate that tolerates no light outside [0, 1]: the network must answer."""
+    _, blurred = shaken_discs(384, 15, seed=1)
+    strict = dataclasses.replace(blind.KernelGate(), max_overshoot=0.0)
+    deconvolved, estimate = blind.blind_deconvolution(to_model_range(blurred), blind.EstimatorSettings(), strict)
+    assert deconvolved is None and estimate is not None and not estimate.trusted
+    assert estimate.overshoot is not None and estimate.overshoot > 0 and estimate.report()["used"] is False
+
+
+def test_overshoot_is_the_mean_excess_outside_the_unit_range() -> None:
+    inside = torch.rand(3, 8, 8)
+    assert blind.overshoot(inside) == 0
+    assert blind.overshoot(torch.tensor([-0.5, 0.5, 1.25, 1.0])) == pytest.approx((0.5 + 0.25) / 4)
 
 
 def test_a_sharp_photo_is_left_to_the_network() -> None:
