@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def failing_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return script
 
 
+def wait_for_exec(pid: int, marker: str, timeout: float = 30.0) -> None:
+    """Until the child's command line is its own: right after fork it still shows pytest's (a busy machine
+    widened that window enough to fail this test once)."""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, f"process {pid} never ran its command"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def fake_frontend(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A live process that ``server_pid`` takes for the frontend, named by a pid file in its own TMPDIR."""
@@ -34,6 +44,7 @@ def fake_frontend(tmp_path: Path) -> Iterator[dict[str, str]]:
     tmp.mkdir()
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", server.FRONTEND_CLASS])
     try:
+        wait_for_exec(process.pid, server.FRONTEND_CLASS)
         (tmp / server.PID_FILE).write_text(f"{process.pid}\n")
         yield {"TMPDIR": str(tmp), "PATH": "/usr/bin:/bin"}
     finally:
