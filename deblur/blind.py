@@ -26,7 +26,9 @@ GAMMA = 2.2  # the blur happens in (approximately) linear light: a camera integr
 @dataclass(frozen=True)
 class EstimatorSettings:
     kernel_size: int = 41  # support searched (odd); mass-centred 11–33 px shakes reach 41 px
-    iterations: int = 5  # per scale
+    iterations: int = 5  # per coarser scale
+    # At full resolution, where the kernel gets its detail, 5 more: +0.24 dB on the validation mean (README)
+    finest_iterations: int = 10
     latent_weight: float = 4e-3  # λ of the L0 gradient prior at the start of each scale
     latent_weight_min: float = 1e-4  # λ shrinks by 1.1 per iteration down to this
     splitting_rate: float = 4.0  # growth of the half-quadratic penalty β per inner step (2 is finer, 2× slower)
@@ -236,7 +238,7 @@ def estimate_kernel(gray: torch.Tensor, settings: EstimatorSettings) -> torch.Te
         inside = interior(blurred.shape, size)
         blurred_gradients = tuple(g * inside for g in gradients(blurred))
         weight = settings.latent_weight
-        for _ in range(settings.iterations):
+        for _ in range(settings.finest_iterations if level == 0 else settings.iterations):
             latent = l0_latent(blurred, kernel, weight, settings.splitting_rate)
             kernel = kernel_from_gradients(gradients(latent), blurred_gradients, size, settings.kernel_weight)
             kernel = prune_kernel(kernel, settings)
