@@ -285,8 +285,11 @@ class KernelEstimate:
 
     def report(self) -> dict[str, float | bool | None]:
         overshoot = None if self.overshoot is None else float(f"{self.overshoot:.3g}")
-        return {"used": self.trusted, "spread_px": round(self.spread, 2), "peak": round(self.peak, 4)} | {
-            "overshoot": overshoot
+        return {
+            "used": self.trusted,
+            "spread_px": round(self.spread, 2),
+            "peak": round(self.peak, 4),
+            "overshoot": overshoot,
         }
 
 
@@ -309,7 +312,7 @@ def from_linear(linear: torch.Tensor) -> torch.Tensor:
 
 def overshoot(linear: torch.Tensor) -> float:
     """Mean amount by which linear light leaves [0, 1], per value: ringing from a wrong kernel."""
-    return float(((linear - 1).clamp(min=0) + (-linear).clamp(min=0)).mean())
+    return float((linear - linear.clamp(0, 1)).abs().mean())
 
 
 def deconvolve_linear(linear: torch.Tensor, kernel: torch.Tensor, fidelity: float) -> torch.Tensor:

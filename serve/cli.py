@@ -173,8 +173,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     mean = {key: sum(row[key] for row in rows) / len(rows) for key in keys}
     print(f"mean of {len(rows)}: PSNR {mean['input_psnr']:.2f} → {mean['psnr']:.2f} dB ({mean['gain']:+.2f}), "
           f"SSIM {mean['input_ssim']:.4f} → {mean['ssim']:.4f}, model version {rows[0]['version']}")  # fmt: skip
-    deconvolved = sum(bool(row["kernel"] and row["kernel"]["used"]) for row in rows)
     if any(row["kernel"] is not None for row in rows):
+        deconvolved = sum(bool(row["kernel"] and row["kernel"]["used"]) for row in rows)
         print(f"deconvolved with the estimated kernel: {deconvolved} of {len(rows)}")
     if args.json:
         args.json.write_text(json.dumps({"mean": mean, "images": rows}, indent=2))
