@@ -29,7 +29,13 @@ import torch
 from PIL import Image
 
 from bench import reference
-from deblur.blind import EstimatorSettings, deconvolve_linear, estimate_kernel, to_linear
+from deblur.blind import (
+    EstimatorSettings,
+    centre_crop,
+    deconvolve_linear,
+    estimate_kernel,
+    to_linear,
+)
 from deblur.imageio import decode_image, encode_array, to_array, to_model_range
 from deblur.metrics import psnr, to_unit_range
 from deblur.model import load_model
@@ -164,15 +170,21 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
     restore_s = median_seconds(restore, 1)
     array = to_array(restored, decoded)
     linear, blind = to_linear(decoded.pixels), EstimatorSettings()
-    kernel = estimate_kernel(linear.mean(0), blind)
+    kernel, crop = estimate_kernel(linear.mean(0), blind), centre_crop(linear, blind.crop)
+    fidelity = blind.restore_fidelity
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("decode PNG → [-1, 1] tensor", lambda: decode_image(body, max_pixels=image.shape[1] * image.shape[2])),
         ("output → uint8 array", lambda: to_array(restored, decoded)),
         ("encode PNG (handler's writer)", lambda: encode_array(array, "png")),
         ("encode PNG (Pillow, level 1; replaced)", lambda: png_of(restored)),
-        # kernel_aware: both run for every request; a trusted estimate replaces model and tiling
+        # kernel_aware: every request pays the estimate, one that looks like a shake the judging deconvolution
+        # of the crop, and a trusted one the whole image's deconvolution instead of model and tiling
         (f"kernel_aware: estimate the kernel (≤ {blind.crop}² crop)", lambda: estimate_kernel(linear.mean(0), blind)),
-        ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, blind.restore_fidelity)),
+        (
+            "kernel_aware: judge it (deconvolve the crop)",
+            lambda: deconvolve_linear(crop, kernel, blind.restore_fidelity),
+        ),
+        ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, fidelity)),
     ]
     rows = [{"stage": "model (tiles, batches)", "s": timer.seconds},
             {"stage": "tiling: cut, feather, blend", "s": restore_s - timer.seconds}]  # fmt: skip

@@ -13,7 +13,6 @@ result is used only when the estimate passes ``KernelGate``; the pipeline falls 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -164,10 +163,13 @@ def kernel_from_gradients(
     latent: tuple[torch.Tensor, torch.Tensor], blurred: tuple[torch.Tensor, torch.Tensor], size: int, weight: float
 ) -> torch.Tensor:
     """argmin Σ‖k ∗ ∂x − ∂y‖² + w‖k‖² in the Fourier domain, cropped to ``size`` and tidied."""
-    spectra = [torch.fft.fft2(g) for g in (*latent, *blurred)]
+    shape = latent[0].shape
+    spectra = [torch.fft.rfft2(g) for g in (*latent, *blurred)]
     numerator = torch.conj(spectra[0]) * spectra[2] + torch.conj(spectra[1]) * spectra[3]
     energy = spectra[0].abs() ** 2 + spectra[1].abs() ** 2
-    kernel = torch.fft.ifft2(numerator / (energy + weight * energy.mean())).real
+    # The mean of |F(∂x)|² + |F(∂y)|² over the full spectrum is Σ∂x² + Σ∂y² (Parseval): no full FFT needed
+    mean_energy = float(sum((g * g).sum() for g in latent))
+    kernel = torch.fft.irfft2(numerator / (energy + weight * mean_energy), s=shape)
     return tidy_kernel(torch.roll(kernel, (size // 2, size // 2), (0, 1))[:size, :size])
 
 
@@ -180,19 +182,20 @@ def l0_latent(blurred: torch.Tensor, kernel: torch.Tensor, weight: float, rate: 
 
     The L0 prior keeps the strong edges the kernel is estimated from and flattens everything else.
     """
-    pad = kernel.shape[0]
-    padded = wrap_smoothly(blurred, pad)
-    otf = kernel_otf(kernel, padded.shape)
-    data_term, kernel_energy = torch.conj(otf) * torch.fft.fft2(padded), otf.abs() ** 2
-    prior_energy = gradient_energy(padded.shape).to(blurred.dtype)
+    (height, width), pad = blurred.shape, kernel.shape[0]
+    shape = (fft_length(height + 2 * pad), fft_length(width + 2 * pad))
+    padded = wrap_smoothly(blurred, pad, shape)
+    otf = kernel_otf(kernel, shape, half=True)
+    data_term, kernel_energy = torch.conj(otf) * torch.fft.rfft2(padded), otf.abs() ** 2
+    prior_energy = gradient_energy(shape)[:, : shape[1] // 2 + 1].to(blurred.dtype)
     latent, beta = padded, 2 * weight
     while beta < 1e5:
         gx, gy = gradients(latent)
-        weak = gx**2 + gy**2 < weight / beta  # cheaper to flatten than to keep: the L0 step
-        gx, gy = gx.masked_fill(weak, 0), gy.masked_fill(weak, 0)
-        spectrum = (data_term + beta * torch.fft.fft2(divergence(gx, gy))) / (kernel_energy + beta * prior_energy)
-        latent, beta = torch.fft.ifft2(spectrum).real, beta * rate
-    return latent[pad:-pad, pad:-pad]
+        weak = (gx * gx).add_(gy * gy) < weight / beta  # cheaper to flatten than to keep: the L0 step
+        spectrum = torch.fft.rfft2(divergence(gx.masked_fill_(weak, 0), gy.masked_fill_(weak, 0)))
+        spectrum = spectrum.mul_(beta).add_(data_term).div_(prior_energy * beta + kernel_energy)
+        latent, beta = torch.fft.irfft2(spectrum, s=shape), beta * rate
+    return latent[pad : pad + height, pad : pad + width]
 
 
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
@@ -215,9 +218,10 @@ def prune_kernel(kernel: torch.Tensor, settings: EstimatorSettings) -> torch.Ten
 
 
 def centre_crop(image: torch.Tensor, side: int) -> torch.Tensor:
-    height, width = image.shape
+    """The (at most) side × side centre of the last two axes."""
+    height, width = image.shape[-2:]
     top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-    return image[top : top + side, left : left + side]
+    return image[..., top : top + side, left : left + side]
 
 
 def estimate_kernel(gray: torch.Tensor, settings: EstimatorSettings) -> torch.Tensor:
@@ -281,7 +285,7 @@ class KernelEstimate:
     spread: float
     peak: float
     trusted: bool
-    overshoot: float | None = None  # of the deconvolution, measured only when spread and peak passed
+    overshoot: float | None = None  # of the centre crop's deconvolution, measured only when spread and peak passed
 
     def report(self) -> dict[str, float | bool | None]:
         overshoot = None if self.overshoot is None else float(f"{self.overshoot:.3g}")
@@ -293,11 +297,21 @@ class KernelEstimate:
         }
 
 
-def assess_kernel(gray: torch.Tensor, settings: EstimatorSettings, gate: KernelGate) -> KernelEstimate:
-    """Estimate the kernel of a linear-light gray image and decide whether to trust it."""
-    kernel = estimate_kernel(gray, settings)
+def judge_kernel(
+    crop: torch.Tensor, kernel: torch.Tensor, settings: EstimatorSettings, gate: KernelGate
+) -> tuple[KernelEstimate, torch.Tensor | None]:
+    """Trust a kernel if it looks like a shake and deconvolving the (C, H, W) linear-light crop with it stays
+    (nearly) inside the range of light; returns the crop's deconvolution too (None if it was not needed).
+
+    Judging on the estimate's own centre crop costs a fraction of deconvolving the whole image, which only a
+    trusted estimate pays for.
+    """
     spread, peak = kernel_spread(kernel), float(kernel.max())
-    return KernelEstimate(kernel, spread, peak, spread >= gate.min_spread and peak >= gate.min_peak)
+    if spread < gate.min_spread or peak < gate.min_peak:
+        return KernelEstimate(kernel, spread, peak, trusted=False), None
+    deconvolved = deconvolve_linear(crop, kernel, settings.restore_fidelity)
+    ringing = overshoot(deconvolved)
+    return KernelEstimate(kernel, spread, peak, ringing < gate.max_overshoot, ringing), deconvolved
 
 
 def to_linear(pixels: torch.Tensor) -> torch.Tensor:
@@ -333,10 +347,10 @@ def blind_deconvolution(
     if min(pixels.shape[-2:]) < max(gate.min_side, 2 * settings.kernel_size + 1):
         return None, None
     linear = to_linear(pixels)
-    estimate = assess_kernel(linear.mean(0), settings, gate)
-    if not estimate.trusted:
+    crop = centre_crop(linear, settings.crop)
+    estimate, deconvolved = judge_kernel(crop, estimate_kernel(linear.mean(0), settings), settings, gate)
+    if deconvolved is None or not estimate.trusted:
         return None, estimate
-    deconvolved = deconvolve_linear(linear, estimate.kernel, settings.restore_fidelity)
-    ringing = overshoot(deconvolved)
-    estimate = dataclasses.replace(estimate, overshoot=ringing, trusted=ringing < gate.max_overshoot)
-    return (from_linear(deconvolved) if estimate.trusted else None), estimate
+    if crop.shape != linear.shape:  # judged on the centre crop: now the whole image
+        deconvolved = deconvolve_linear(linear, estimate.kernel, settings.restore_fidelity)
+    return from_linear(deconvolved), estimate

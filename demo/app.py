@@ -218,10 +218,10 @@ def format_details(answer: Restoration, settings: RestoreSettings, metrics_sourc
             parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
         if answer.kernel is not None and answer.kernel["used"]:
             spread = answer.kernel.get("spread_px")
-            parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), no network")
+            refined = f"refined by the network in {tiles_phrase(answer.tiles)}" if answer.tiles else "no network"
+            parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), {refined}")
         elif answer.tiles is not None:
-            noun = "tile" if answer.tiles == 1 else "tiles"
-            parts.insert(1, f"**{answer.tiles} {noun}** of {settings.tile_size} px (overlap {settings.overlap})")
+            parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
             if answer.kernel is not None:
                 parts.insert(2, "shake estimate not trusted: the network answered")
         if settings.self_ensemble:
@@ -232,6 +232,10 @@ def format_details(answer: Restoration, settings: RestoreSettings, metrics_sourc
     if not answer.structured:
         lines.append(LEGACY_NOTE)
     return "\n\n".join(lines)
+
+
+def tiles_phrase(tiles: int) -> str:
+    return f"{tiles} tile" if tiles == 1 else f"{tiles} tiles"
 
 
 def displayable(image: Image.Image) -> Image.Image:

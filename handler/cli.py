@@ -53,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kernel-aware", action="store_true",
         help="estimate each photo's camera shake and deconvolve it where the estimate is trusted (else the network)",
     )  # fmt: skip
+    parser.add_argument(
+        "--refiner", type=Path, help="with --kernel-aware: checkpoint of a network that refines each trusted "
+        "deconvolution (as an archive built with --refiner)",
+    )  # fmt: skip
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     return parser.parse_args(argv)
 
@@ -62,17 +66,19 @@ def output_path(source: Path, args: argparse.Namespace) -> Path:
     return (args.output_dir / relative).with_suffix(OUTPUT_SUFFIXES[args.format])
 
 
-def restore_file(source: Path, model: Predictor, args: argparse.Namespace) -> bytes:
+def restore_file(source: Path, model: Predictor, args: argparse.Namespace, refiner: Predictor | None = None) -> bytes:
     """One file through the handler's pipeline; ImageError/RequestError for files it would refuse."""
     options = RestoreOptions(args.tile_size, args.overlap, args.self_ensemble, args.kernel_aware)
     request = DeblurRequest(source.read_bytes(), None, options, args.format, json_response=False)
     decoded = decode_request(request, args.max_pixels)
     with torch.inference_mode():
-        restored = restore_request(decoded, model, args.tile_batch)
+        restored = restore_request(decoded, model, args.tile_batch, refiner=refiner)
     return encode_restored(restored).data
 
 
-def restore_folder(files: list[Path], model: Predictor, args: argparse.Namespace) -> Report:
+def restore_folder(
+    files: list[Path], model: Predictor, args: argparse.Namespace, refiner: Predictor | None = None
+) -> Report:
     report = Report()
     for source in tqdm(files, desc="deblur", unit="image"):
         target = output_path(source, args)
@@ -80,7 +86,7 @@ def restore_folder(files: list[Path], model: Predictor, args: argparse.Namespace
             report.skipped.append((source, f"{target} exists (--force overwrites)"))
             continue
         try:
-            data = restore_file(source, model, args)
+            data = restore_file(source, model, args, refiner)
         except (ImageError, RequestError, OSError) as exc:
             report.skipped.append((source, str(exc)))
             continue
@@ -105,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as exc:
         print(f"error: {str(exc).replace('field ', 'option ')}", file=sys.stderr)
         return 1
-    if not args.checkpoint.is_file():
-        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
-        return 1
+    for checkpoint in (args.checkpoint, args.refiner):
+        if checkpoint is not None and not checkpoint.is_file():
+            print(f"error: checkpoint not found: {checkpoint}", file=sys.stderr)
+            return 1
     if not args.input_dir.is_dir():
         print(f"error: input folder not found: {args.input_dir}", file=sys.stderr)
         return 1
@@ -120,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     predictor = make_predictor(load_model(args.checkpoint, device), device, args.precision)
+    refiner = None if args.refiner is None else make_predictor(load_model(args.refiner, device), device, args.precision)
     args.tile_batch = resolve_tile_batch(args.tile_batch, device)
-    report = restore_folder(files, predictor, args)
+    report = restore_folder(files, predictor, args, refiner)
     print_report(report)
     return 1 if report.skipped else 0
 

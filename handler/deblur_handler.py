@@ -68,12 +68,17 @@ class DeblurHandler(BaseHandler):
         self.model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
         # The fastest safe arithmetic for this device (bf16 on CPUs with native bf16) unless forced to fp32.
         self.predict = make_predictor(self.model, self.device, self.defaults.precision)
+        self.refine = None
+        if self.defaults.refiner:
+            refiner = load_model(archive_file(properties["model_dir"], self.defaults.refiner), self.device)
+            self.refine = make_predictor(refiner, self.device, self.defaults.precision)
         self.tile_batch = resolve_tile_batch(self.defaults.tile_batch, self.device)
         dtype = resolve_precision(self.defaults.precision, self.device) or torch.float32
         log.info(
-            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s",
-            self.model_version, self.device, dtype, torch.get_num_threads(),
-            self.defaults.tile_size, self.defaults.overlap, self.tile_batch, self.defaults.kernel_aware,
+            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s, "
+            "refiner %s",
+            self.model_version, self.device, dtype, torch.get_num_threads(), self.defaults.tile_size,
+            self.defaults.overlap, self.tile_batch, self.defaults.kernel_aware, self.defaults.refiner or "none",
         )  # fmt: skip
         self.initialized = True
 
@@ -88,7 +93,7 @@ class DeblurHandler(BaseHandler):
 
     def inference(self, data: list[DecodedRequest], *args: Any, **kwargs: Any) -> list[Restored]:
         with torch.inference_mode():
-            return [restore_request(item, self.predict, self.tile_batch, self.device) for item in data]
+            return [restore_request(item, self.predict, self.tile_batch, self.device, self.refine) for item in data]
 
     def postprocess(self, data: list[Restored]) -> list[bytes]:
         with as_http_errors():
@@ -164,7 +169,12 @@ def checkpoint_path(model_dir: str, manifest: dict[str, Any]) -> Path:
     serialized = manifest.get("model", {}).get("serializedFile")
     if not serialized:
         raise RuntimeError("the model archive has no serialized file: build it with `python -m model_archive`")
-    path = Path(model_dir) / serialized
+    return archive_file(model_dir, serialized)
+
+
+def archive_file(model_dir: str, name: str) -> Path:
+    """A checkpoint extracted from the archive into ``model_dir``; a missing one fails the worker's start."""
+    path = Path(model_dir) / name
     if not path.is_file():
-        raise RuntimeError(f"checkpoint {serialized!r} is missing from the extracted archive {model_dir}")
+        raise RuntimeError(f"checkpoint {name!r} is missing from the extracted archive {model_dir}")
     return path

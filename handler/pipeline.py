@@ -43,7 +43,7 @@ class DecodedRequest:
 class Restored:
     decoded: DecodedRequest
     pixels: torch.Tensor  # (3, H, W) float32 in [-1, 1], clamped
-    tiles: int  # tiles run through the model (8× with self-ensemble; 0 when deconvolution answered)
+    tiles: int  # tiles run through a network (8× with self-ensemble; 0 when an unrefined deconvolution answered)
     inference_ms: float
     kernel: KernelEstimate | None = None  # the blind estimate, when the request asked for kernel_aware
 
@@ -90,15 +90,25 @@ def check_ensemble_size(request: DeblurRequest, image: DecodedImage, ensemble_ma
 
 
 def restore_request(
-    decoded: DecodedRequest, model: Predictor, tile_batch: int, device: torch.device | None = None
+    decoded: DecodedRequest,
+    model: Predictor,
+    tile_batch: int,
+    device: torch.device | None = None,
+    refiner: Predictor | None = None,
 ) -> Restored:
-    """The network's restoration; with ``kernel_aware``, a trusted blind deconvolution replaces it."""
+    """The network's restoration; with ``kernel_aware``, a trusted blind deconvolution replaces it.
+
+    With a ``refiner`` (a network trained on deconvolutions) the deconvolution is refined by it; the
+    network then runs only where the estimate is not trusted.
+    """
     start = time.perf_counter()
     options = decoded.request.options
     deconvolved, estimate = blind_deconvolution(decoded.image.pixels) if options.kernel_aware else (None, None)
-    if deconvolved is not None:
+    if deconvolved is not None and refiner is None:
         return Restored(decoded, deconvolved, 0, elapsed_ms(start), estimate)
-    pixels = restore(model, decoded.image.pixels, options, tile_batch, device)
+    network, source = (model, decoded.image.pixels) if deconvolved is None else (refiner, deconvolved)
+    assert network is not None
+    pixels = restore(network, source, options, tile_batch, device)
     _, height, width = pixels.shape
     tiles = count_tiles(height, width, options.tile_size, options.overlap) * (8 if options.self_ensemble else 1)
     return Restored(decoded, pixels, tiles, elapsed_ms(start), estimate)

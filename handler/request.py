@@ -31,7 +31,7 @@ JSON_FIELDS: dict[str, type] = {
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 RESPONSE_FORMATS = ("png", "jpeg", "webp")
 ACCEPT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
-KEEP_TYPE = ("precision", "kernel_aware")  # handler settings that are not integers
+KEEP_TYPE = ("precision", "kernel_aware", "refiner")  # handler settings that are not integers
 TILE_SIZE_RANGE = (32, 2048)  # below 32 px the model sees almost no context; above 2048 memory explodes
 
 
@@ -52,6 +52,7 @@ class ServingDefaults:
     ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
     precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
     kernel_aware: bool = False  # the default of the request field kernel_aware
+    refiner: str = ""  # file in the archive of a network that refines trusted deconvolutions ("" = none)
 
     @classmethod
     def from_yaml(cls, model_yaml_config: Mapping[str, Any] | None) -> ServingDefaults:
@@ -61,6 +62,8 @@ class ServingDefaults:
             raise ValueError(f"unknown keys in model-config.yaml handler section: {unknown}")
         if not isinstance(section.get("kernel_aware", False), bool):
             raise ValueError(f"handler kernel_aware must be true or false, got {section['kernel_aware']!r}")
+        if not isinstance(section.get("refiner", ""), str):
+            raise ValueError(f"handler refiner must be a file name, got {section['refiner']!r}")
         defaults = cls(**{name: value if name in KEEP_TYPE else int(value) for name, value in section.items()})
         if defaults.precision not in PRECISIONS:
             raise ValueError(f"handler precision must be one of {PRECISIONS}, got {defaults.precision!r}")

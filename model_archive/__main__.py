@@ -14,6 +14,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m model_archive", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint written by training")
     parser.add_argument("--version", required=True, help="model version, e.g. 1.0")
+    parser.add_argument(
+        "--refiner", type=Path, help="checkpoint of a network trained on deconvolutions (train.deconv_pairs): "
+        "with kernel_aware it refines each trusted deconvolution instead of answering with it as it is",
+    )  # fmt: skip
     parser.add_argument("--model-name", default="deblur")
     parser.add_argument("--export-path", type=Path, default=ArchiveSpec.export_path, help="the model store")
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
@@ -46,6 +50,7 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
     return ArchiveSpec(
         checkpoint=args.checkpoint,
         version=args.version,
+        refiner=args.refiner,
         model_name=args.model_name,
         export_path=args.export_path,
         force=args.force,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -64,6 +65,7 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
         "ensemble_max_pixels": 2048 * 2048,
         "precision": "auto",
         "kernel_aware": False,
+        "refiner": "",
     }
 
 
@@ -73,6 +75,26 @@ def test_training_record_is_in_the_archive(mar: Path, tiny_checkpoint: Path) -> 
     assert (record["epoch"], record["metrics"]) == (0, {"psnr": 0.0})
     assert record["model_config"]["base_ch"] == 8
     assert record["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+
+
+def test_a_refiner_is_packed_beside_the_checkpoint_and_named_in_the_config(
+    tiny_checkpoint: Path, identity_checkpoint: Path, tmp_path: Path
+) -> None:
+    spec = ArchiveSpec(identity_checkpoint, "3.0", refiner=tiny_checkpoint, export_path=tmp_path)
+    mar = build_archive(dataclasses.replace(spec, handler=HandlerSettings(kernel_aware=True)))
+    assert {"identity.pt", "refiner.pt"} <= archive_names(mar)
+    with zipfile.ZipFile(mar) as archive:
+        assert archive.read("refiner.pt") == tiny_checkpoint.read_bytes()
+    handler = yaml.safe_load(read_member(mar, "model-config.yaml"))["handler"]
+    assert (handler["kernel_aware"], handler["refiner"]) == (True, "refiner.pt")
+    record = json.loads(read_member(mar, "training.json"))
+    assert record["checkpoint"] == "identity.pt" and record["refiner"]["checkpoint"] == tiny_checkpoint.name
+    assert record["refiner"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+
+
+def test_a_missing_refiner_is_refused(identity_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="refiner checkpoint not found"):
+        build_archive(ArchiveSpec(identity_checkpoint, "3.0", refiner=tmp_path / "nope.pt", export_path=tmp_path))
 
 
 def test_version_names_the_file(identity_checkpoint: Path, tmp_path: Path) -> None:

@@ -146,6 +146,30 @@ def test_images_too_small_for_a_kernel_are_not_estimated(size: tuple[int, int]) 
     assert blind.blind_deconvolution(pixels, blind.EstimatorSettings(), blind.KernelGate()) == (None, None)
 
 
+def test_the_centre_crop_is_taken_from_the_last_two_axes() -> None:
+    image = torch.arange(4 * 10 * 6, dtype=torch.float32).reshape(4, 10, 6)
+    assert torch.equal(blind.centre_crop(image, 4), image[:, 3:7, 1:5])
+    assert torch.equal(blind.centre_crop(image, 20), image)  # smaller than the crop: all of it
+
+
+def test_a_large_image_is_judged_on_its_centre_crop_and_deconvolved_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate's crop decides trust; only a trusted estimate pays for the whole image's deconvolution."""
+    _, blurred = shaken_discs(512, 15, seed=1)
+    settings = dataclasses.replace(blind.EstimatorSettings(), crop=384)
+    shapes: list[tuple[int, ...]] = []
+    deconvolve = blind.deconvolve_linear
+    monkeypatch.setattr(
+        blind, "deconvolve_linear", lambda image, *args: shapes.append(image.shape) or deconvolve(image, *args)
+    )
+    deconvolved, estimate = blind.blind_deconvolution(to_model_range(blurred), settings, blind.KernelGate())
+    assert estimate is not None and estimate.trusted and deconvolved is not None
+    assert shapes == [(3, 384, 384), (3, 512, 512)] and deconvolved.shape == (3, 512, 512)
+    shapes.clear()
+    strict = dataclasses.replace(blind.KernelGate(), max_overshoot=0.0)
+    assert blind.blind_deconvolution(to_model_range(blurred), settings, strict)[0] is None
+    assert shapes == [(3, 384, 384)]  # refused on the crop: the whole image is never deconvolved
+
+
 def test_the_gate_rejects_a_diffuse_estimate() -> None:
     blob = torch.ones(41, 41, dtype=torch.float64) / 41**2  # a spread-out blob: what failed estimates look like
     gate = blind.KernelGate()

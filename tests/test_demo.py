@@ -360,30 +360,35 @@ def test_download_is_the_restored_image_in_the_uploads_format_and_size(
 
 
 @pytest.mark.parametrize(
-    ("kernel", "words"),
+    ("kernel", "tiles", "words"),
     [
         (
             {"used": True, "spread_px": 6.06, "peak": 0.0366},
-            "**deconvolved** with the estimated camera shake (spread 6.06 px)",
+            0,
+            "**deconvolved** with the estimated camera shake (spread 6.06 px), no network",
+        ),
+        (
+            {"used": True, "spread_px": 6.06, "peak": 0.0366},
+            6,
+            "**deconvolved** with the estimated camera shake (spread 6.06 px), refined by the network in 6 tiles",
         ),
         (
             {"used": False, "spread_px": 12.9, "peak": 0.009},
+            6,
             "**6 tiles** of 512 px (overlap 64) · shake estimate not trusted",
         ),
-        (None, "**6 tiles** of 512 px (overlap 64) · round trip"),
+        (None, 1, "**1 tile** of 512 px (overlap 64) · round trip"),
     ],
 )
-def test_details_say_whether_the_deconvolution_or_the_network_answered(kernel: dict | None, words: str) -> None:
-    body = {
-        "image": base64.b64encode(b"png").decode(),
-        "model": {"version": "1.0"},
-        "tiles": 0 if kernel and kernel["used"] else 6,
-    }
+def test_details_say_whether_the_deconvolution_or_the_network_answered(
+    kernel: dict | None, tiles: int, words: str
+) -> None:
+    body = {"image": base64.b64encode(b"png").decode(), "model": {"version": "1.0"}, "tiles": tiles}
     answer = parse_answer(body | ({"kernel": kernel} if kernel else {}), round_trip_ms=12.0)
     assert answer.kernel == kernel
     details = format_details(answer, RestoreSettings(), None)
     assert words in details, details
-    assert ("tiles" in details) != bool(kernel and kernel["used"])
+    assert ("deconvolved" in details) == bool(kernel and kernel["used"])
 
 
 def test_report_formats_identical_images_without_nan() -> None:

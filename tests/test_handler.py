@@ -309,6 +309,38 @@ def test_archive_default_kernel_aware_applies_to_every_request(model_dir: Path) 
     assert "kernel" not in off and np.array_equal(np.asarray(open_answer(base64.b64decode(off["image"]))), blurred)
 
 
+def refined_handler(model_dir: Path, checkpoint: str, refiner: str) -> tuple[DeblurHandler, Context]:
+    context = make_context(model_dir, {"handler": {"kernel_aware": True, "refiner": refiner}}, checkpoint=checkpoint)
+    handler = DeblurHandler()
+    handler.initialize(context)
+    return handler, context
+
+
+def test_a_refiner_runs_on_the_trusted_deconvolution(model_dir: Path) -> None:
+    _, blurred = shaken_discs(384, 15, seed=1)
+    document = {"image": b64(png_bytes(blurred))}
+    plain = run_json(*refined_handler(model_dir, "tiny.pt", ""), document)
+    same = run_json(*refined_handler(model_dir, "tiny.pt", "identity.pt"), document)  # refines nothing away
+    refined = run_json(*refined_handler(model_dir, "identity.pt", "tiny.pt"), document)
+    assert plain["kernel"]["used"] and same["kernel"]["used"] and refined["kernel"]["used"]
+    assert (plain["tiles"], same["tiles"], refined["tiles"]) == (0, 1, 1)  # the refiner's tile, not the model's
+    assert same["image"] == plain["image"] != refined["image"]
+
+
+def test_an_untrusted_estimate_goes_to_the_network_not_the_refiner(model_dir: Path) -> None:
+    handler, context = refined_handler(model_dir, "identity.pt", "tiny.pt")
+    sharp = discs_image(384, seed=2)
+    answer = run_json(handler, context, {"image": b64(png_bytes(sharp))})
+    assert answer["kernel"]["used"] is False and answer["tiles"] == 1
+    assert np.array_equal(np.asarray(open_answer(base64.b64decode(answer["image"]))), sharp)  # the identity's copy
+
+
+@pytest.mark.parametrize(("refiner", "error"), [("missing.pt", RuntimeError), (5, ValueError)])
+def test_a_missing_or_malformed_refiner_fails_initialize(model_dir: Path, refiner: object, error: type) -> None:
+    with pytest.raises(error, match=r"missing\.pt|refiner"):
+        refined_handler(model_dir, "tiny.pt", refiner)  # type: ignore[arg-type]
+
+
 GOOD = b64(png_bytes(textured_image(24, 16)))
 
 

@@ -67,16 +67,18 @@ def score_pairs(
     device: torch.device,
     save_dir: Path | None = None,
     kernel_aware: bool = False,
+    refine: Predictor | None = None,
 ) -> list[ImageScore]:
     """Each pair through ``restore_tiled`` and clamping, as the handler restores a request.
 
-    With ``kernel_aware``, as a request with that field: a trusted blind deconvolution replaces the network.
+    With ``kernel_aware``, as a request with that field: a trusted blind deconvolution replaces the network,
+    refined by ``refine`` when there is one (as in an archive built with ``--refiner``).
     With ``save_dir`` each restored image is also written there as ``<name>.png`` (8-bit, as served).
     """
     frames = FrameDataset(pairs)
     scores = []
     for index, (blur, sharp) in enumerate(frames):
-        restored = restore_pair(predict, blur, tile, overlap, device, kernel_aware)
+        restored = restore_pair(predict, blur, tile, overlap, device, kernel_aware, refine)
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(to_uint8(restored)).save(save_dir / f"{frames.name(index)}.png")
@@ -88,13 +90,21 @@ def score_pairs(
 
 
 def restore_pair(
-    predict: Predictor, blur: torch.Tensor, tile: int, overlap: int, device: torch.device, kernel_aware: bool
+    predict: Predictor,
+    blur: torch.Tensor,
+    tile: int,
+    overlap: int,
+    device: torch.device,
+    kernel_aware: bool,
+    refine: Predictor | None = None,
 ) -> torch.Tensor:
     if kernel_aware:
         deconvolved, estimate = blind_deconvolution(blur)
         log.info("kernel: %s", "image too small" if estimate is None else estimate.report())
         if deconvolved is not None:
-            return deconvolved
+            if refine is None:
+                return deconvolved
+            predict, blur = refine, deconvolved
     return restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
 
 
@@ -138,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "where the device runs it natively, else fp32")  # fmt: skip
     parser.add_argument("--kernel-aware", action="store_true", help="as the request field kernel_aware: "
                         "deconvolve a trusted blind kernel estimate instead of running the network")  # fmt: skip
+    parser.add_argument("--refiner", type=Path, help="with --kernel-aware: checkpoint of a network that refines "
+                        "each trusted deconvolution, as an archive built with --refiner")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write per-image and mean scores here")
     parser.add_argument("--save-dir", type=Path, help="also write each restored image here as <name>.png")
     return parser.parse_args(argv)
@@ -154,14 +166,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = torch.device(args.device)
     model = load_for_evaluation(args.checkpoint, device, args.tlc_window)
     predict = make_predictor(model, device, args.precision)
-    scores = score_pairs(predict, pairs, args.tile, args.overlap, device, args.save_dir, args.kernel_aware)
+    refine = None
+    if args.refiner is not None:
+        refine = make_predictor(load_for_evaluation(args.refiner, device, args.tlc_window), device, args.precision)
+    scores = score_pairs(predict, pairs, args.tile, args.overlap, device, args.save_dir, args.kernel_aware, refine)
     sys.stdout.write(format_report(scores) + "\n")
     means = summary(scores)
     if args.json:
         images = [dataclasses.asdict(s) | {"gain": s.gain} for s in scores]
         settings = {"checkpoint": str(args.checkpoint), "data": str(args.data)}
         settings |= {"tile": args.tile, "overlap": args.overlap, "precision": args.precision}
-        settings |= {"kernel_aware": args.kernel_aware}
+        settings |= {"kernel_aware": args.kernel_aware, "refiner": args.refiner and str(args.refiner)}
         args.json.write_text(json.dumps(settings | {"mean": means, "images": images}, indent=2))
     return means
 
