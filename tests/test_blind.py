@@ -180,3 +180,18 @@ def test_the_gate_rejects_a_diffuse_estimate() -> None:
 def test_linear_light_round_trip_is_exact_to_float32() -> None:
     pixels = torch.linspace(-1, 1, 3 * 16 * 16).reshape(3, 16, 16)
     assert torch.allclose(blind.from_linear(blind.to_linear(pixels)), pixels, atol=1e-6)
+
+
+def test_restoration_does_not_depend_on_where_the_kernel_sits_in_its_window() -> None:
+    # Two pixels of equal weight: the centre of mass falls between pixels, half a pixel from the window's
+    # centre either way. Both placements are the same shake, so they must restore the same photo.
+    rng = np.random.default_rng(5)
+    image = torch.from_numpy(rng.random((3, 40, 48))).float()
+    right, left = torch.zeros(5, 5), torch.zeros(5, 5)
+    right[2, 2:4] = 0.5
+    left[2, 1:3] = 0.5
+    assert blind.kernel_centroid(right) == (0.0, 0.5) and blind.kernel_centroid(left) == (0.0, -0.5)
+    from_right, from_left = (blind.deconvolve_linear(image, kernel, 400.0) for kernel in (right, left))
+    assert torch.allclose(from_right, from_left, atol=1e-4)
+    whole_pixel = torch.roll(left, 1, 0)  # a whole pixel off as well: still the same restoration
+    assert torch.allclose(blind.deconvolve_linear(image, whole_pixel, 400.0), from_left, atol=1e-4)
