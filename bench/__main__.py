@@ -12,6 +12,7 @@ Prints a markdown table and writes JSON (``--json``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import platform
@@ -180,6 +181,10 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
         # kernel_aware: every request pays the estimate, one that looks like a shake the judging deconvolution
         # of the crop, and a trusted one the whole image's deconvolution instead of model and tiling
         (f"kernel_aware: estimate the kernel (≤ {blind.crop}² crop)", lambda: estimate_kernel(linear.mean(0), blind)),
+        (
+            f"kernel_aware: estimate again, if turned away (≤ {blind.retry_crop}² crop)",
+            lambda: estimate_kernel(linear.mean(0), dataclasses.replace(blind, crop=blind.retry_crop or blind.crop)),
+        ),
         (
             "kernel_aware: judge it (deconvolve the crop)",
             lambda: deconvolve_linear(crop, kernel, blind.restore_fidelity),

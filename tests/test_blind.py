@@ -155,7 +155,7 @@ def test_the_centre_crop_is_taken_from_the_last_two_axes() -> None:
 def test_a_large_image_is_judged_on_its_centre_crop_and_deconvolved_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """The estimate's crop decides trust; only a trusted estimate pays for the whole image's deconvolution."""
     _, blurred = shaken_discs(512, 15, seed=1)
-    settings = dataclasses.replace(blind.EstimatorSettings(), crop=384)
+    settings = dataclasses.replace(blind.EstimatorSettings(), crop=384, retry_crop=None)
     shapes: list[tuple[int, ...]] = []
     deconvolve = blind.deconvolve_linear
     monkeypatch.setattr(
@@ -168,6 +168,55 @@ def test_a_large_image_is_judged_on_its_centre_crop_and_deconvolved_whole(monkey
     strict = dataclasses.replace(blind.KernelGate(), max_overshoot=0.0)
     assert blind.blind_deconvolution(to_model_range(blurred), settings, strict)[0] is None
     assert shapes == [(3, 384, 384)]  # refused on the crop: the whole image is never deconvolved
+
+
+def record_estimate_crops(monkeypatch: pytest.MonkeyPatch, first: torch.Tensor | None = None) -> list[int]:
+    """Patch ``estimate_kernel`` to log the side of each crop it estimates on; ``first``, if given, replaces the
+    first estimate."""
+    sides: list[int] = []
+    estimate = blind.estimate_kernel
+
+    def logged(gray: torch.Tensor, settings: blind.EstimatorSettings) -> torch.Tensor:
+        sides.append(min(settings.crop, *gray.shape))
+        return first if first is not None and len(sides) == 1 else estimate(gray, settings)
+
+    monkeypatch.setattr(blind, "estimate_kernel", logged)
+    return sides
+
+
+def test_an_estimate_turned_away_is_made_again_on_the_larger_crop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first estimate that looks like no shake (a delta) is replaced by one from the larger crop, which is
+    trusted and answers; that one is judged on the first crop like any other."""
+    _, blurred = shaken_discs(512, 15, seed=1)
+    delta = torch.zeros(41, 41, dtype=torch.float64)
+    delta[20, 20] = 1
+    sides = record_estimate_crops(monkeypatch, first=delta)
+    settings = dataclasses.replace(blind.EstimatorSettings(), crop=384, retry_crop=448)
+    deconvolved, estimate = blind.blind_deconvolution(to_model_range(blurred), settings, blind.KernelGate())
+    assert sides == [384, 448]
+    assert estimate is not None and estimate.trusted and estimate.attempts == 2 and estimate.report()["attempts"] == 2
+    assert deconvolved is not None and deconvolved.shape == (3, 512, 512)
+
+
+@pytest.mark.parametrize(
+    ("crop", "retry_crop", "max_overshoot", "expected"),
+    [
+        (384, 448, 0.0, [384, 448]),  # turned away, and the image reaches past the crop: one retry, no more
+        (384, 448, blind.KernelGate().max_overshoot, [384]),  # trusted at once
+        (512, 640, 0.0, [512]),  # the whole image was already seen: a retry would repeat the estimate
+        (384, None, 0.0, [384]),  # retries switched off
+    ],
+)
+def test_a_retry_happens_only_where_it_can_see_more(
+    monkeypatch: pytest.MonkeyPatch, crop: int, retry_crop: int | None, max_overshoot: float, expected: list[int]
+) -> None:
+    _, blurred = shaken_discs(512, 15, seed=1)
+    sides = record_estimate_crops(monkeypatch)
+    settings = dataclasses.replace(blind.EstimatorSettings(), crop=crop, retry_crop=retry_crop)
+    gate = dataclasses.replace(blind.KernelGate(), max_overshoot=max_overshoot)
+    _, estimate = blind.blind_deconvolution(to_model_range(blurred), settings, gate)
+    assert sides == expected
+    assert estimate is not None and estimate.attempts == len(expected)
 
 
 def test_the_gate_rejects_a_diffuse_estimate() -> None:

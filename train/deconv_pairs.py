@@ -27,11 +27,9 @@ from PIL import Image
 from deblur.blind import (
     EstimatorSettings,
     KernelGate,
-    centre_crop,
     deconvolve_linear,
-    estimate_kernel,
+    estimate_and_judge,
     from_linear,
-    judge_kernel,
 )
 from deblur.blind import to_linear as blind_to_linear
 from deblur.imageio import to_model_range, to_uint8
@@ -65,12 +63,11 @@ def deconvolve_pair(pair: Pair, gate: KernelGate | None = None) -> DeconvolvedPa
     if min(blurred.shape[-2:]) < max(gate.min_side, 2 * settings.kernel_size + 1):
         return DeconvolvedPair(None, record | {"estimated": False})
     linear = blind_to_linear(blurred)
-    crop = centre_crop(linear, settings.crop)
-    estimate, deconvolved = judge_kernel(crop, estimate_kernel(linear.mean(0), settings), settings, gate)
+    estimate, deconvolved = estimate_and_judge(linear, settings, gate)
     record |= {"estimated": True, "spread_px": estimate.spread, "peak": estimate.peak, "trusted": estimate.trusted}
     if deconvolved is None:  # not even spread and peak looked like a shake
         return DeconvolvedPair(None, record)
-    if crop.shape != linear.shape:  # as blind_deconvolution: judged on the crop, the whole image deconvolved
+    if deconvolved.shape != linear.shape:  # as blind_deconvolution: judged on the crop, the whole image deconvolved
         deconvolved = deconvolve_linear(linear, estimate.kernel, settings.restore_fidelity)
     image = to_uint8(from_linear(deconvolved))
     output_psnr = psnr(to_unit_range(to_model_range(image)), sharp)
