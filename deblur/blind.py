@@ -379,14 +379,14 @@ def estimate_and_judge(
 ) -> tuple[KernelEstimate, torch.Tensor | None]:
     """The estimate for a (3, H, W) linear-light image and its verdict, with the centre crop's deconvolution
     (``judge_kernel``); one retry on ``settings.retry_crop`` when the first is not trusted."""
-    crop = centre_crop(linear, settings.crop)
-    estimate, deconvolved = judge_kernel(crop, estimate_kernel(linear.mean(0), settings), settings, gate)
-    if estimate.trusted or settings.retry_crop is None:
+    gray, crop = linear.mean(0), centre_crop(linear, settings.crop)
+    estimate, deconvolved = judge_kernel(crop, estimate_kernel(gray, settings), settings, gate)
+    retry = settings.retry_crop
+    # Where the larger crop is the same crop, a retry would repeat the same estimate
+    if estimate.trusted or retry is None or centre_crop(gray, retry).shape == crop.shape[-2:]:
         return estimate, deconvolved
-    if centre_crop(linear, settings.retry_crop).shape == crop.shape:  # nothing more to see: the same estimate
-        return estimate, deconvolved
-    wider = dataclasses.replace(settings, crop=settings.retry_crop)
-    estimate, deconvolved = judge_kernel(crop, estimate_kernel(linear.mean(0), wider), settings, gate)
+    wider = dataclasses.replace(settings, crop=retry)
+    estimate, deconvolved = judge_kernel(crop, estimate_kernel(gray, wider), settings, gate)
     return dataclasses.replace(estimate, attempts=2), deconvolved
 
 
