@@ -319,7 +319,7 @@ class KernelGate:
     # Light is in [0, 1]: deconvolving with a wrong kernel rings past both ends. On the validation sets, of
     # the estimates past spread and peak that beat the network, 62 of 64 left less than 7e-4 mean excess per
     # value (median 9e-5); of those that lost to it, 9 of 16 left more (median 1e-3). With the 8-round
-    # isotropic deconvolution, 7 of 231 development estimates fall between 7e-4 and 1e-3: 6 beat the network
+    # isotropic deconvolution, 8 of 231 development estimates fall between 7e-4 and 1e-3: 7 beat the network
     # by 0.7-9.4 dB, one lost 5.6 dB; the validation sets do not move. At 1.5e-3 a nearly sharp frame
     # passes and loses 9.3 dB.
     max_overshoot: float = 1e-3
