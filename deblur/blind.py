@@ -387,6 +387,20 @@ def deconvolve_linear(linear: torch.Tensor, kernel: torch.Tensor, fidelity: floa
     return deconvolve_sparse(wrapped, kernel, fidelity)[:, pad : pad + height, pad : pad + width]
 
 
+def can_estimate(shape: tuple[int, ...], settings: EstimatorSettings, gate: KernelGate) -> bool:
+    """Whether an image of ``shape`` (…, H, W) is large enough to estimate a kernel from (``gate.min_side``)."""
+    return min(shape[-2:]) >= max(gate.min_side, 2 * settings.kernel_size + 1)
+
+
+def deconvolve_whole(
+    linear: torch.Tensor, kernel: torch.Tensor, judged: torch.Tensor, settings: EstimatorSettings
+) -> torch.Tensor:
+    """The whole image's deconvolution: the judged crop's where the crop was the whole image, else made anew."""
+    if judged.shape == linear.shape:
+        return judged
+    return deconvolve_linear(linear, kernel, settings.restore_fidelity)
+
+
 def estimate_and_judge(
     linear: torch.Tensor, settings: EstimatorSettings, gate: KernelGate
 ) -> tuple[KernelEstimate, torch.Tensor | None]:
@@ -410,12 +424,10 @@ def blind_deconvolution(
 
     The estimate is None when the image is too small to estimate a kernel from.
     """
-    if min(pixels.shape[-2:]) < max(gate.min_side, 2 * settings.kernel_size + 1):
+    if not can_estimate(pixels.shape, settings, gate):
         return None, None
     linear = to_linear(pixels)
     estimate, deconvolved = estimate_and_judge(linear, settings, gate)
     if deconvolved is None or not estimate.trusted:
         return None, estimate
-    if deconvolved.shape != linear.shape:  # judged on the centre crop: now the whole image
-        deconvolved = deconvolve_linear(linear, estimate.kernel, settings.restore_fidelity)
-    return from_linear(deconvolved), estimate
+    return from_linear(deconvolve_whole(linear, estimate.kernel, deconvolved, settings)), estimate

@@ -27,7 +27,8 @@ from PIL import Image
 from deblur.blind import (
     EstimatorSettings,
     KernelGate,
-    deconvolve_linear,
+    can_estimate,
+    deconvolve_whole,
     estimate_and_judge,
     from_linear,
 )
@@ -60,16 +61,15 @@ def deconvolve_pair(pair: Pair, gate: KernelGate | None = None) -> DeconvolvedPa
     sharp = to_unit_range(to_model_range(read_rgb(pair.sharp)))
     record: dict[str, object] = {"name": pair.blur.name, "input_psnr": psnr(to_unit_range(blurred), sharp)}
     settings = EstimatorSettings()
-    if min(blurred.shape[-2:]) < max(gate.min_side, 2 * settings.kernel_size + 1):
+    if not can_estimate(blurred.shape, settings, gate):
         return DeconvolvedPair(None, record | {"estimated": False})
     linear = blind_to_linear(blurred)
     estimate, deconvolved = estimate_and_judge(linear, settings, gate)
     record |= {"estimated": True, "spread_px": estimate.spread, "peak": estimate.peak, "trusted": estimate.trusted}
     if deconvolved is None:  # not even spread and peak looked like a shake
         return DeconvolvedPair(None, record)
-    if deconvolved.shape != linear.shape:  # as blind_deconvolution: judged on the crop, the whole image deconvolved
-        deconvolved = deconvolve_linear(linear, estimate.kernel, settings.restore_fidelity)
-    image = to_uint8(from_linear(deconvolved))
+    # Untrusted estimates that looked like a shake are deconvolved too: the records show what the gate refused
+    image = to_uint8(from_linear(deconvolve_whole(linear, estimate.kernel, deconvolved, settings)))
     output_psnr = psnr(to_unit_range(to_model_range(image)), sharp)
     return DeconvolvedPair(image, record | {"overshoot": estimate.overshoot, "output_psnr": output_psnr})
 
