@@ -35,6 +35,7 @@ from deblur.blind import (
     EstimatorSettings,
     deconvolve_linear,
     estimate_kernel,
+    estimation_input,
     from_linear,
     kernel_spread,
     kernel_support,
@@ -82,7 +83,7 @@ def score_pairs(pair_dir: Path, settings: EstimatorSettings) -> list[float]:
         with Image.open(pair.blur) as blur_file, Image.open(pair.sharp) as sharp_file:
             blurred, sharp = np.asarray(blur_file.convert("RGB")), np.asarray(sharp_file.convert("RGB"))
         linear = torch.from_numpy(to_linear(blurred))
-        kernel = estimate_kernel(linear.mean(-1), settings)
+        kernel = estimate_kernel(estimation_input(linear.permute(2, 0, 1), settings), settings)
         before = psnr_u8(blurred, sharp)
         gains.append(psnr_u8(restore(linear, kernel, settings.restore_fidelity), sharp) - before)
         print(f"| {pair.blur.stem} | {before:.2f} | {gains[-1]:+.2f} | {kernel_spread(kernel):.2f} | "
@@ -102,7 +103,11 @@ def score_photos(args: argparse.Namespace, settings: EstimatorSettings) -> dict[
         linear = torch.from_numpy(to_linear(blurred))
         candidates = {
             "true kernel": restore(linear, torch.from_numpy(kernel), fidelity=3000.0),
-            "estimated kernel": restore(linear, estimate_kernel(linear.mean(-1), settings), settings.restore_fidelity),
+            "estimated kernel": restore(
+                linear,
+                estimate_kernel(estimation_input(linear.permute(2, 0, 1), settings), settings),
+                settings.restore_fidelity,
+            ),
         }
         for method, restored in candidates.items():
             gains[method].append(psnr_u8(restored[window], sharp[window]) - before)

@@ -112,6 +112,31 @@ def test_blind_estimate_finds_the_shake_and_its_deconvolution_beats_the_input() 
     assert (restored - sharp)[inner].abs().mean() < 0.7 * (blurred - sharp)[inner].abs().mean()  # measured 0.45
 
 
+def test_joint_channels_find_a_shake_from_edges_between_colours_of_equal_brightness() -> None:
+    """Red discs on green, as bright as each other in linear light: the channels' mean has no edges to estimate
+    from, the channels together do."""
+    pattern = torch.from_numpy(discs_image(192, seed=0)).double().mean(-1) / 255
+    true_kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(np.random.default_rng(0)), 11).astype(np.float64))
+    sharp = torch.stack([pattern, 1 - pattern, torch.full_like(pattern, 0.5)])  # the mean is 0.5 everywhere
+    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * blind.kernel_otf(true_kernel, sharp.shape[-2:])).real
+    joint = blind.EstimatorSettings(kernel_size=true_kernel.shape[0], iterations=4, joint_channels=True)
+    mean_only = dataclasses.replace(joint, joint_channels=False)
+    errors = [
+        float((blind.estimate_kernel(blind.estimation_input(blurred, settings), settings) - true_kernel).norm())
+        for settings in (joint, mean_only)
+    ]
+    delta = torch.zeros_like(true_kernel)
+    delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
+    assert errors[0] < 0.25 * float((delta - true_kernel).norm()) < errors[1], errors
+
+
+def test_a_flat_image_is_left_to_the_network() -> None:
+    """No edges, nothing to estimate from: the estimate is no blur and is not trusted (it once raised on a NaN)."""
+    flat = torch.full((3, 400, 400), -0.6)
+    restored, estimate = blind.blind_deconvolution(flat)
+    assert restored is None and estimate is not None and not estimate.trusted and estimate.spread == 0
+
+
 def deconvolve(image: np.ndarray) -> tuple[torch.Tensor | None, blind.KernelEstimate | None]:
     return blind.blind_deconvolution(to_model_range(image), blind.EstimatorSettings(), blind.KernelGate())
 
@@ -188,9 +213,9 @@ def record_estimate_crops(monkeypatch: pytest.MonkeyPatch, first: torch.Tensor |
     sides: list[int] = []
     estimate = blind.estimate_kernel
 
-    def logged(gray: torch.Tensor, settings: blind.EstimatorSettings) -> torch.Tensor:
-        sides.append(min(settings.crop, *gray.shape))
-        return first if first is not None and len(sides) == 1 else estimate(gray, settings)
+    def logged(image: torch.Tensor, settings: blind.EstimatorSettings) -> torch.Tensor:
+        sides.append(min(settings.crop, *image.shape[-2:]))
+        return first if first is not None and len(sides) == 1 else estimate(image, settings)
 
     monkeypatch.setattr(blind, "estimate_kernel", logged)
     return sides
