@@ -35,7 +35,6 @@ from deblur.blind import (
     centre_crop,
     deconvolve_linear,
     estimate_kernel,
-    estimation_input,
     to_linear,
 )
 from deblur.imageio import decode_image, encode_array, to_array, to_model_range
@@ -172,7 +171,7 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
     restore_s = median_seconds(restore, 1)
     array = to_array(restored, decoded)
     linear, blind = to_linear(decoded.pixels), EstimatorSettings()
-    kernel, crop = estimate_kernel(estimation_input(linear, blind), blind), centre_crop(linear, blind.crop)
+    kernel, crop = estimate_kernel(linear, blind), centre_crop(linear, blind.crop)
     fidelity = blind.restore_fidelity
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("decode PNG → [-1, 1] tensor", lambda: decode_image(body, max_pixels=image.shape[1] * image.shape[2])),
@@ -181,15 +180,10 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
         ("encode PNG (Pillow, level 1; replaced)", lambda: png_of(restored)),
         # kernel_aware: every request pays the estimate, one that looks like a shake the judging deconvolution
         # of the crop, and a trusted one the whole image's deconvolution instead of model and tiling
-        (
-            f"kernel_aware: estimate the kernel (≤ {blind.crop}² crop)",
-            lambda: estimate_kernel(estimation_input(linear, blind), blind),
-        ),
+        (f"kernel_aware: estimate the kernel (≤ {blind.crop}² crop)", lambda: estimate_kernel(linear, blind)),
         (
             f"kernel_aware: estimate again, if turned away (≤ {blind.retry_crop}² crop)",
-            lambda: estimate_kernel(
-                estimation_input(linear, blind), dataclasses.replace(blind, crop=blind.retry_crop or blind.crop)
-            ),
+            lambda: estimate_kernel(linear, dataclasses.replace(blind, crop=blind.retry_crop or blind.crop)),
         ),
         (
             "kernel_aware: judge it (deconvolve the crop)",

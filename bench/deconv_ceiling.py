@@ -35,7 +35,6 @@ from deblur.blind import (
     EstimatorSettings,
     deconvolve_linear,
     estimate_kernel,
-    estimation_input,
     from_linear,
     kernel_spread,
     kernel_support,
@@ -83,7 +82,7 @@ def score_pairs(pair_dir: Path, settings: EstimatorSettings) -> list[float]:
         with Image.open(pair.blur) as blur_file, Image.open(pair.sharp) as sharp_file:
             blurred, sharp = np.asarray(blur_file.convert("RGB")), np.asarray(sharp_file.convert("RGB"))
         linear = torch.from_numpy(to_linear(blurred))
-        kernel = estimate_kernel(estimation_input(linear.permute(2, 0, 1), settings), settings)
+        kernel = estimate_kernel(linear.permute(2, 0, 1), settings)
         before = psnr_u8(blurred, sharp)
         gains.append(psnr_u8(restore(linear, kernel, settings.restore_fidelity), sharp) - before)
         print(f"| {pair.blur.stem} | {before:.2f} | {gains[-1]:+.2f} | {kernel_spread(kernel):.2f} | "
@@ -104,9 +103,7 @@ def score_photos(args: argparse.Namespace, settings: EstimatorSettings) -> dict[
         candidates = {
             "true kernel": restore(linear, torch.from_numpy(kernel), fidelity=3000.0),
             "estimated kernel": restore(
-                linear,
-                estimate_kernel(estimation_input(linear.permute(2, 0, 1), settings), settings),
-                settings.restore_fidelity,
+                linear, estimate_kernel(linear.permute(2, 0, 1), settings), settings.restore_fidelity
             ),
         }
         for method, restored in candidates.items():

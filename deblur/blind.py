@@ -187,6 +187,12 @@ def wrap_smoothly(image: torch.Tensor, pad: int, shape: tuple[int, int] | None =
     return out
 
 
+def wrap_each_smoothly(images: torch.Tensor, pad: int, shape: tuple[int, int]) -> torch.Tensor:
+    """``wrap_smoothly`` for each (H, W) image of a (…, H, W) stack, to ``shape``."""
+    flat = images.reshape(-1, *images.shape[-2:])
+    return torch.stack([wrap_smoothly(image, pad, shape) for image in flat]).reshape(*images.shape[:-2], *shape)
+
+
 def interior(shape: tuple[int, ...], kernel_size: int) -> torch.Tensor:
     """True away from the border, where a kernel of ``kernel_size`` sees no wrapped-around pixels."""
     border = kernel_size // 2 + 1
@@ -243,8 +249,7 @@ def l0_latent(blurred: torch.Tensor, kernel: torch.Tensor, weight: float, rate: 
     """
     (height, width), pad = blurred.shape[-2:], kernel.shape[0]
     shape = (fft_length(height + 2 * pad), fft_length(width + 2 * pad))
-    flat = blurred.reshape(-1, height, width)
-    padded = torch.stack([wrap_smoothly(image, pad, shape) for image in flat]).reshape(*blurred.shape[:-2], *shape)
+    padded = wrap_each_smoothly(blurred, pad, shape)
     otf = kernel_otf(kernel, shape, half=True)
     data_term, kernel_energy = torch.conj(otf) * torch.fft.rfft2(padded), otf.abs() ** 2
     prior_energy = gradient_energy(shape)[:, : shape[1] // 2 + 1].to(blurred.dtype)
@@ -284,15 +289,14 @@ def centre_crop(image: torch.Tensor, side: int) -> torch.Tensor:
     return image[..., top : top + side, left : left + side]
 
 
-def estimation_input(linear: torch.Tensor, settings: EstimatorSettings) -> torch.Tensor:
-    """What the kernel is estimated from: the (3, H, W) linear-light channels, or their mean as one channel."""
-    return linear if settings.joint_channels else linear.mean(0, keepdim=True)
-
-
 def estimate_kernel(image: torch.Tensor, settings: EstimatorSettings) -> torch.Tensor:
     """Blind kernel estimate from a linear-light (H, W) or (C, H, W) image, coarse to fine by √2 per scale
-    (float32 inside); the channels get a latent each and share one kernel."""
-    image = centre_crop(image.float(), settings.crop)
+    (float32 inside); with ``settings.joint_channels`` the channels get a latent each and share one kernel,
+    else their mean is estimated from."""
+    image = centre_crop(image, settings.crop)
+    if image.dim() == 2 or not settings.joint_channels:
+        image = image.reshape(-1, *image.shape[-2:]).mean(0, keepdim=True)
+    image = image.float()
     height, width = image.shape[-2:]
     scales = math.ceil(math.log(settings.kernel_size / 5) / math.log(math.sqrt(2))) + 1
     kernel: torch.Tensor | None = None
@@ -405,7 +409,7 @@ def deconvolve_linear(linear: torch.Tensor, kernel: torch.Tensor, fidelity: floa
     """Sparse-prior deconvolution of a (C, H, W) linear-light image, its borders wrapped smoothly."""
     (height, width), pad = linear.shape[-2:], kernel.shape[0]
     shape = (fft_length(height + 2 * pad), fft_length(width + 2 * pad))
-    wrapped = torch.stack([wrap_smoothly(channel, pad, shape) for channel in linear])
+    wrapped = wrap_each_smoothly(linear, pad, shape)
     return deconvolve_sparse(wrapped, kernel, fidelity)[:, pad : pad + height, pad : pad + width]
 
 
@@ -428,14 +432,14 @@ def estimate_and_judge(
 ) -> tuple[KernelEstimate, torch.Tensor | None]:
     """The estimate for a (3, H, W) linear-light image and its verdict, with the centre crop's deconvolution
     (``judge_kernel``); one retry on ``settings.retry_crop`` when the first is not trusted."""
-    source, crop = estimation_input(linear, settings), centre_crop(linear, settings.crop)
-    estimate, deconvolved = judge_kernel(crop, estimate_kernel(source, settings), settings, gate)
+    crop = centre_crop(linear, settings.crop)
+    estimate, deconvolved = judge_kernel(crop, estimate_kernel(linear, settings), settings, gate)
     retry = settings.retry_crop
     # Where the larger crop is the same crop, a retry would repeat the same estimate
-    if estimate.trusted or retry is None or centre_crop(source, retry).shape[-2:] == crop.shape[-2:]:
+    if estimate.trusted or retry is None or centre_crop(linear, retry).shape == crop.shape:
         return estimate, deconvolved
     wider = dataclasses.replace(settings, crop=retry)
-    estimate, deconvolved = judge_kernel(crop, estimate_kernel(source, wider), settings, gate)
+    estimate, deconvolved = judge_kernel(crop, estimate_kernel(linear, wider), settings, gate)
     return dataclasses.replace(estimate, attempts=2), deconvolved
 
 
