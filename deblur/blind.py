@@ -27,7 +27,8 @@ GAMMA = 2.2  # the blur happens in (approximately) linear light: a camera integr
 class EstimatorSettings:
     kernel_size: int = 41  # support searched (odd); mass-centred 11–33 px shakes reach 41 px
     iterations: int = 5  # per coarser scale
-    # At full resolution, where the kernel gets its detail, 5 more: +0.24 dB on the validation mean (README)
+    # At full resolution, where the kernel gets its detail, 5 more: +0.24 dB on the validation mean
+    # (docs/shipped_model_log.md)
     finest_iterations: int = 10
     latent_weight: float = 4e-3  # λ of the L0 gradient prior at the start of each scale
     latent_weight_min: float = 1e-4  # λ shrinks by 1.1 per iteration down to this
@@ -36,21 +37,22 @@ class EstimatorSettings:
     prune_below: float = 0.05  # kernel values under this share of the peak are dropped
     minor_component: float = 0.1  # connected parts with less mass than this share of the heaviest are dropped
     # Estimate on the centre crop of at most this side: the blur is uniform, the cost is not. On the
-    # validation mean 1024 beat 768 by 0.23 dB and 1280 by 0.04 dB (README, "Shipped model")
+    # validation mean 1024 beat 768 by 0.23 dB and 1280 by 0.04 dB (docs/shipped_model_log.md)
     crop: int = 1024
     # An estimate the gate turns away is made once more on this larger centre crop, where the image reaches past
     # the first: more edges, and a fresh start for an estimate that depends chaotically on its input. Judged on
     # the first crop as before. On 53 shaken 720p frames of the training photos it rescued 3 of the 15
-    # turned away (+0.25 dB mean); the validation sets, whose images fit the first crop, are unchanged (README)
+    # turned away (+0.25 dB mean); the validation sets, whose images fit the first crop, are unchanged
+    # (docs/shipped_model_log.md)
     retry_crop: int | None = 1280
     # Data-term weight of the final (sparse-prior) deconvolution. Re-picked once the kernel was placed to a
     # fraction of a pixel: validation mean +3.54 / +3.82 / +3.91 / +3.91 / +3.83 dB at 250 / 400 / 550 / 700 /
-    # 1000 (README, "Shipped model")
+    # 1000 (docs/shipped_model_log.md)
     restore_fidelity: float = 550.0
     # Estimate from the three linear channels together (a latent each, one kernel from all their normal
     # equations) instead of their mean, where edges between colours of equal brightness vanish. On 231
     # development frames, first estimates through the gate: +0.37 ± 0.10 dB per frame (104 better, 56 worse;
-    # ungated +3.67 vs +2.05 dB), for about 3× the estimate's time (README, "Shipped model")
+    # ungated +3.67 vs +2.05 dB), for about 3× the estimate's time (docs/shipped_model_log.md)
     joint_channels: bool = True
 
 
@@ -76,7 +78,7 @@ def mass_centred_otf(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tens
     The shake moves the photo by its centre of mass (train.synth blurs with mass-centred kernels, so the
     blurred photo sits where the sharp one does on average). An estimate is centred on its mass only to the
     nearest pixel; left there, the restored photo lands up to half a pixel off, which costs several dB on a
-    sharp result (dev frames with the estimated kernels, README "Shipped model").
+    sharp result (dev frames with the estimated kernels, docs/shipped_model_log.md).
     """
     row, column = kernel_centroid(kernel.double())
     fy = torch.fft.fftfreq(shape[0], dtype=torch.float64)[:, None]
@@ -138,7 +140,7 @@ def fft_length(n: int) -> int:
 
 # Rounds of the deconvolution's splitting. 8 instead of 6 brings the result closer to the minimum: with the same
 # kernels, +0.07 dB on the validation mean and +0.12 / +0.12 dB on 159 shaken frames of the training photos;
-# 10 added nothing more (README, "Shipped model")
+# 10 added nothing more (docs/shipped_model_log.md)
 RESTORE_ROUNDS = 8
 
 
@@ -335,7 +337,7 @@ def kernel_support(kernel: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class KernelGate:
-    """When an estimate is trusted; picked on four validation sets (README, "Shipped model")."""
+    """When an estimate is trusted; picked on four validation sets (docs/shipped_model_log.md)."""
 
     min_spread: float = 2.5  # px; below it the photo is nearly sharp and deconvolution loses more than it gains
     # A shake concentrates its mass on a path; failed estimates are diffuse (peak 0.003-0.008 on the
