@@ -145,7 +145,11 @@ RESTORE_ROUNDS = 8
 
 
 def deconvolve_sparse(
-    blurred: torch.Tensor, kernel: torch.Tensor, fidelity: float, rounds: int = RESTORE_ROUNDS
+    blurred: torch.Tensor,
+    kernel: torch.Tensor,
+    fidelity: float,
+    rounds: int = RESTORE_ROUNDS,
+    observed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """argmin fidelity/2·‖k ∗ x − y‖² + Σ|∇x| over the last two axes, by half-quadratic splitting, with k's
     centre of mass at the origin (``mass_centred_otf``).
@@ -154,18 +158,30 @@ def deconvolve_sparse(
     ringing and amplified noise a Gaussian (least-squares) gradient prior lets through. Each round shrinks the
     gradients (``shrink_gradients_``), then solves the quadratic step exactly in the Fourier domain; the
     splitting penalty β grows from 1 by 2√2 per round.
+
+    ``observed`` (a mask of the last two axes, True on the image) makes the rest unknown: the padding around
+    an image stands for scene outside the frame, so instead of holding it to the padding's made-up values,
+    each round refills it with the current estimate blurred by the kernel (the missing data's best guess),
+    and only the image's own pixels pull the answer. Reflected padding held as data is wrong wherever the
+    kernel is not symmetric and costs the frame's border band (the true kernel on 12 shaken 1280×720
+    frames: +8.43 → +8.64 dB; docs/shipped_model_log.md).
     """
     shape = blurred.shape[-2:]
     half = shape[-1] // 2 + 1  # real input: the half spectrum of rfft2 holds everything, for half the work
     otf = mass_centred_otf(kernel.to(blurred.dtype), shape)
-    data_term = fidelity * torch.conj(otf) * torch.fft.rfft2(blurred)
+    adjoint = fidelity * torch.conj(otf)
+    data_term = adjoint * torch.fft.rfft2(blurred)
     kernel_energy = fidelity * otf.abs() ** 2
     prior_energy = gradient_energy(shape)[:, :half].to(blurred.dtype)
     latent, beta = blurred, 1.0
-    for _ in range(rounds):
+    for round_ in range(rounds):
         gx, gy = shrink_gradients_(*gradients(latent), 1 / beta)
         spectrum = torch.fft.rfft2(divergence(gx, gy)).mul_(beta).add_(data_term)
-        latent = torch.fft.irfft2(spectrum.div_(prior_energy * beta + kernel_energy), s=shape)
+        spectrum = spectrum.div_(prior_energy * beta + kernel_energy)
+        latent = torch.fft.irfft2(spectrum, s=shape)
+        if observed is not None and round_ < rounds - 1:  # the last round's refill would go unused
+            reblurred = torch.fft.irfft2(spectrum.mul_(otf), s=shape)
+            data_term = adjoint * torch.fft.rfft2(torch.where(observed, blurred, reblurred))
         beta *= 2 * math.sqrt(2)
     return latent
 
@@ -234,6 +250,29 @@ def kernel_from_gradients(
         return tidy_kernel(torch.zeros(size, size, dtype=latent[0].dtype))
     kernel = torch.fft.irfft2(numerator / (energy + weight * mean_energy), s=shape)
     return tidy_kernel(torch.roll(kernel, (size // 2, size // 2), (0, 1))[:size, :size])
+
+
+def refill_outside(
+    latent: tuple[torch.Tensor, torch.Tensor],
+    blurred: tuple[torch.Tensor, torch.Tensor],
+    kernel: torch.Tensor,
+    inside: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel step's targets: the blurred gradients where they are data (``inside``), elsewhere the latent's
+    blurred by the current kernel.
+
+    Near the crop's edge the blur reached past it, so the blurred gradients there are no evidence. Set to zero
+    (as before 2026-12-07) they pulled the kernel toward predicting nothing at the edge; refilled, they agree
+    with the current kernel and pull nowhere, as the deconvolution's unknown borders do (``deconvolve_sparse``).
+    Validation mean as served +4.09 → +4.40 dB, every set up (docs/shipped_model_log.md).
+    """
+    shape = tuple(inside.shape)
+    otf = kernel_otf(kernel, shape, half=True)
+
+    def refilled(gradient: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return torch.where(inside, observed, torch.fft.irfft2(torch.fft.rfft2(gradient) * otf, s=shape))
+
+    return refilled(latent[0], blurred[0]), refilled(latent[1], blurred[1])
 
 
 def resize(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -313,11 +352,12 @@ def estimate_kernel(image: torch.Tensor, settings: EstimatorSettings) -> torch.T
         else:
             kernel = tidy_kernel(resize(kernel, (size, size)))
         inside = interior(shape, size)
-        blurred_gradients = tuple(g * inside for g in gradients(blurred))
+        blurred_gradients = gradients(blurred)
         weight = settings.latent_weight
         for _ in range(settings.finest_iterations if level == 0 else settings.iterations):
-            latent = l0_latent(blurred, kernel, weight, settings.splitting_rate)
-            kernel = kernel_from_gradients(gradients(latent), blurred_gradients, size, settings.kernel_weight)
+            latent_gradients = gradients(l0_latent(blurred, kernel, weight, settings.splitting_rate))
+            targets = refill_outside(latent_gradients, blurred_gradients, kernel, inside)
+            kernel = kernel_from_gradients(latent_gradients, targets, size, settings.kernel_weight)
             kernel = prune_kernel(kernel, settings)
             weight = max(weight / 1.1, settings.latent_weight_min)
     assert kernel is not None
@@ -408,11 +448,14 @@ def overshoot(linear: torch.Tensor) -> float:
 
 
 def deconvolve_linear(linear: torch.Tensor, kernel: torch.Tensor, fidelity: float) -> torch.Tensor:
-    """Sparse-prior deconvolution of a (C, H, W) linear-light image, its borders wrapped smoothly."""
+    """Sparse-prior deconvolution of a (C, H, W) linear-light image; beyond its borders the scene is unknown
+    (padded by a smooth wrap to start from, then refilled by the estimate: ``deconvolve_sparse``)."""
     (height, width), pad = linear.shape[-2:], kernel.shape[0]
     shape = (fft_length(height + 2 * pad), fft_length(width + 2 * pad))
     wrapped = wrap_each_smoothly(linear, pad, shape)
-    return deconvolve_sparse(wrapped, kernel, fidelity)[:, pad : pad + height, pad : pad + width]
+    observed = torch.zeros(shape, dtype=torch.bool)
+    observed[pad : pad + height, pad : pad + width] = True
+    return deconvolve_sparse(wrapped, kernel, fidelity, observed=observed)[:, pad : pad + height, pad : pad + width]
 
 
 def can_estimate(shape: tuple[int, ...], settings: EstimatorSettings, gate: KernelGate) -> bool:

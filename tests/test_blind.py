@@ -278,3 +278,57 @@ def test_restoration_does_not_depend_on_where_the_kernel_sits_in_its_window() ->
     assert torch.allclose(from_right, from_left, atol=1e-4)
     whole_pixel = torch.roll(left, 1, 0)  # a whole pixel off as well: still the same restoration
     assert torch.allclose(blind.deconvolve_linear(image, whole_pixel, 400.0), from_left, atol=1e-4)
+
+
+def test_unknown_borders_restore_the_frame_edge_better_than_reflected_padding() -> None:
+    """A frame cut from a larger shaken scene: near its edges the blur mixed in scene the frame does not hold.
+    Holding the (reflected) padding as data pulls the border band wrong; treating it as unknown does not."""
+    fidelity = blind.EstimatorSettings().restore_fidelity
+    errors = {"reflected": [], "unknown": []}
+    inner_errors = {"reflected": [], "unknown": []}
+    band = torch.ones(96, 96, dtype=torch.bool)
+    band[12:-12, 12:-12] = False
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        scene = torch.from_numpy(discs_image(160, seed=seed)).float().permute(2, 0, 1) / 255
+        kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 11)).float()
+        shaken = torch.fft.ifft2(torch.fft.fft2(scene) * blind.kernel_otf(kernel, (160, 160))).real
+        frame, sharp = shaken[:, 32:-32, 32:-32], scene[:, 32:-32, 32:-32]
+        pad = kernel.shape[0]
+        wrapped = blind.wrap_each_smoothly(frame, pad, (96 + 2 * pad, 96 + 2 * pad))
+        restored = {
+            "reflected": blind.deconvolve_sparse(wrapped, kernel, fidelity)[:, pad:-pad, pad:-pad],
+            "unknown": blind.deconvolve_linear(frame, kernel, fidelity),
+        }
+        for name, image in restored.items():
+            errors[name].append(float(((image - sharp)[:, band] ** 2).mean()))
+            inner_errors[name].append(float(((image - sharp)[:, ~band] ** 2).mean()))
+    ratio = np.mean(errors["unknown"]) / np.mean(errors["reflected"])
+    inner_ratio = np.mean(inner_errors["unknown"]) / np.mean(inner_errors["reflected"])
+    assert ratio < 0.9 and inner_ratio < 1.01, (ratio, inner_ratio)
+
+
+def test_kernel_step_with_refilled_edges_finds_the_shake_that_zeroed_edges_miss() -> None:
+    """A crop of a larger shaken scene with its sharp latent known: near the crop's edge the blur mixed in
+    scene the crop does not hold. Zeroing the blurred gradients there pulls the kernel toward predicting
+    nothing; refilling them from the current kernel (``refill_outside``) lets the data inside decide."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        scene = torch.from_numpy(discs_image(200, seed=seed)).double().mean(-1) / 255
+        shake = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 11))
+        true = torch.zeros(21, 21, dtype=torch.float64)
+        offset = (21 - shake.shape[0]) // 2
+        true[offset : offset + shake.shape[0], offset : offset + shake.shape[1]] = shake
+        true = blind.tidy_kernel(true)
+        otf = blind.kernel_otf(true, (200, 200), half=True)
+        shaken = torch.fft.irfft2(torch.fft.rfft2(scene) * otf, s=(200, 200))
+        crop, sharp = shaken[40:-40, 40:-40], scene[40:-40, 40:-40]
+        inside = blind.interior(crop.shape, 21)
+        latent, blurred = blind.gradients(sharp), blind.gradients(crop)
+        zeroed = blind.kernel_from_gradients(latent, tuple(g * inside for g in blurred), 21, 0.2)
+        kernel = torch.zeros(21, 21, dtype=torch.float64)
+        kernel[10, 9:12] = 1 / 3  # the estimate's usual start: a 3-px line
+        for _ in range(10):
+            kernel = blind.kernel_from_gradients(latent, blind.refill_outside(latent, blurred, kernel, inside), 21, 0.2)
+        errors = float((zeroed - true).abs().sum()), float((kernel - true).abs().sum())
+        assert errors[1] < 0.5 * errors[0], (seed, errors)  # measured 1.18–1.40 vs 0.22–0.39
