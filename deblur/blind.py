@@ -180,8 +180,7 @@ def deconvolve_sparse(
         spectrum = spectrum.div_(prior_energy * beta + kernel_energy)
         latent = torch.fft.irfft2(spectrum, s=shape)
         if observed is not None and round_ < rounds - 1:  # the last round's refill would go unused
-            reblurred = torch.fft.irfft2(spectrum.mul_(otf), s=shape)
-            data_term = adjoint * torch.fft.rfft2(torch.where(observed, blurred, reblurred))
+            data_term = adjoint * torch.fft.rfft2(fill_unobserved(observed, blurred, spectrum.mul_(otf), shape))
         beta *= 2 * math.sqrt(2)
     return latent
 
@@ -233,15 +232,42 @@ def tidy_kernel(kernel: torch.Tensor) -> torch.Tensor:
     return torch.roll(kernel, (-round(row), -round(column)), (0, 1))
 
 
+def fill_unobserved(
+    observed: torch.Tensor, data: torch.Tensor, estimate_spectrum: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """``data`` where ``observed``, elsewhere the image whose rfft2 half-spectrum is ``estimate_spectrum``: what
+    the current estimate predicts for data that is missing (the scene past an image's or a crop's edge)."""
+    return torch.where(observed, data, torch.fft.irfft2(estimate_spectrum, s=shape))
+
+
 def kernel_from_gradients(
-    latent: tuple[torch.Tensor, torch.Tensor], blurred: tuple[torch.Tensor, torch.Tensor], size: int, weight: float
+    latent: tuple[torch.Tensor, torch.Tensor],
+    blurred: tuple[torch.Tensor, torch.Tensor],
+    size: int,
+    weight: float,
+    refill: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """argmin Σ‖k ∗ ∂x − ∂y‖² + w‖k‖² in the Fourier domain, cropped to ``size`` and tidied.
 
     The gradients are (…, H, W): the sum runs over every leading index too (the channels), one kernel for all.
+
+    ``refill`` = (current kernel, mask of the pixels that are data): elsewhere the blurred gradients are
+    replaced by the latent's blurred by the current kernel. Near the crop's edge the blur reached past it, so
+    the blurred gradients there are no evidence. Set to zero (as before 2026-12-07) they pulled the kernel
+    toward predicting nothing at the edge; refilled, they agree with the current kernel and pull nowhere, as
+    the deconvolution's unknown borders do (``deconvolve_sparse``). Validation mean as served +4.09 → +4.40
+    dB, every set up (docs/shipped_model_log.md).
     """
     shape = latent[0].shape[-2:]
-    spectra = [torch.fft.rfft2(g).reshape(-1, shape[0], shape[1] // 2 + 1) for g in (*latent, *blurred)]
+    latent_spectra = [torch.fft.rfft2(g) for g in latent]
+    if refill is not None:
+        current, inside = refill
+        otf = kernel_otf(current, tuple(shape), half=True)
+        blurred = tuple(  # type: ignore[assignment]
+            fill_unobserved(inside, observed, spectrum * otf, shape)
+            for observed, spectrum in zip(blurred, latent_spectra, strict=True)
+        )
+    spectra = [s.reshape(-1, shape[0], shape[1] // 2 + 1) for s in (*latent_spectra, *map(torch.fft.rfft2, blurred))]
     numerator = (torch.conj(spectra[0]) * spectra[2] + torch.conj(spectra[1]) * spectra[3]).sum(0)
     energy = (spectra[0].abs() ** 2 + spectra[1].abs() ** 2).sum(0)
     # The mean of |F(∂x)|² + |F(∂y)|² over the full spectrum is Σ∂x² + Σ∂y² (Parseval): no full FFT needed
@@ -250,29 +276,6 @@ def kernel_from_gradients(
         return tidy_kernel(torch.zeros(size, size, dtype=latent[0].dtype))
     kernel = torch.fft.irfft2(numerator / (energy + weight * mean_energy), s=shape)
     return tidy_kernel(torch.roll(kernel, (size // 2, size // 2), (0, 1))[:size, :size])
-
-
-def refill_outside(
-    latent: tuple[torch.Tensor, torch.Tensor],
-    blurred: tuple[torch.Tensor, torch.Tensor],
-    kernel: torch.Tensor,
-    inside: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel step's targets: the blurred gradients where they are data (``inside``), elsewhere the latent's
-    blurred by the current kernel.
-
-    Near the crop's edge the blur reached past it, so the blurred gradients there are no evidence. Set to zero
-    (as before 2026-12-07) they pulled the kernel toward predicting nothing at the edge; refilled, they agree
-    with the current kernel and pull nowhere, as the deconvolution's unknown borders do (``deconvolve_sparse``).
-    Validation mean as served +4.09 → +4.40 dB, every set up (docs/shipped_model_log.md).
-    """
-    shape = tuple(inside.shape)
-    otf = kernel_otf(kernel, shape, half=True)
-
-    def refilled(gradient: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        return torch.where(inside, observed, torch.fft.irfft2(torch.fft.rfft2(gradient) * otf, s=shape))
-
-    return refilled(latent[0], blurred[0]), refilled(latent[1], blurred[1])
 
 
 def resize(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -356,8 +359,9 @@ def estimate_kernel(image: torch.Tensor, settings: EstimatorSettings) -> torch.T
         weight = settings.latent_weight
         for _ in range(settings.finest_iterations if level == 0 else settings.iterations):
             latent_gradients = gradients(l0_latent(blurred, kernel, weight, settings.splitting_rate))
-            targets = refill_outside(latent_gradients, blurred_gradients, kernel, inside)
-            kernel = kernel_from_gradients(latent_gradients, targets, size, settings.kernel_weight)
+            kernel = kernel_from_gradients(
+                latent_gradients, blurred_gradients, size, settings.kernel_weight, refill=(kernel, inside)
+            )
             kernel = prune_kernel(kernel, settings)
             weight = max(weight / 1.1, settings.latent_weight_min)
     assert kernel is not None
