@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CHECKPOINT ?= checkpoints/default.pt
 VERSION ?= 1.0
 MAR := model_store/deblur_v$(VERSION).mar
-ARCHIVE_SOURCES := $(wildcard deblur/*.py handler/*.py model_archive/*.py)
+ARCHIVE_SOURCES := $(wildcard deblur/*.py deblur/*/*.py handler/*.py model_archive/*.py)
 
 .PHONY: demo test serve stop status lint setup setup-dev clean chromium
 

@@ -30,19 +30,18 @@ import torch
 from PIL import Image
 
 from bench import reference
-from deblur.blind import (
-    EstimatorSettings,
-    centre_crop,
-    deconvolve_linear,
-    estimate_kernel,
-    to_linear,
-)
+from deblur.blind.deconvolve import deconvolve_linear, to_linear
+from deblur.blind.estimate import estimate_kernel
+from deblur.blind.fourier import centre_crop
+from deblur.blind.settings import BlindSettings
 from deblur.imageio import decode_image, encode_array, to_array, to_model_range
 from deblur.metrics import psnr, to_unit_range
 from deblur.model import load_model
+from deblur.restore import Network, plan_restoration, restore_image
 from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
+from deblur.settings import RestoreOptions, ServingSettings
 from deblur.tiling import count_tiles, restore_tiled
-from model_archive.build import ArchiveSpec, HandlerSettings, build_archive
+from model_archive.build import ArchiveSpec, build_archive
 from serve.private import PrivateServer
 
 DEFAULT_SIZES = "512x512,1280x720,2048x2048,4096x4096"
@@ -144,7 +143,7 @@ def bf16_quality(model: torch.nn.Module, eval_dir: Path, args: argparse.Namespac
             to_model_range(np.asarray(Image.open(eval_dir / "sharp" / blur_path.name).convert("RGB")))
         )
         for name, predict in (("fp32", fp32), ("auto", auto)):
-            restored = restore_tiled(predict, blur, args.tile, args.overlap, args.batch).clamp(-1, 1)
+            restored, _ = restore_image(blur, RestoreOptions(args.tile, args.overlap), Network(predict, args.batch))
             scores[name].append(psnr(to_unit_range(restored), sharp))
     means = {name: float(np.mean(values)) for name, values in scores.items()}
     return {"images": len(scores["fp32"]), "psnr_fp32": means["fp32"], "psnr_auto": means["auto"],
@@ -164,15 +163,16 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
 
     def restore() -> torch.Tensor:
         with torch.inference_mode():  # as the handler runs it
-            return restore_tiled(timer.wrap(predict), decoded.pixels, args.tile, args.overlap, args.batch).clamp_(-1, 1)
+            options, network = RestoreOptions(args.tile, args.overlap), Network(timer.wrap(predict), args.batch)
+            return restore_image(decoded.pixels, options, network)[0]
 
     restored = restore()
     timer.seconds = 0.0
     restore_s = median_seconds(restore, 1)
     array = to_array(restored, decoded)
-    linear, blind = to_linear(decoded.pixels), EstimatorSettings()
+    blind = BlindSettings()
+    linear = to_linear(decoded.pixels, blind.gamma)
     kernel, crop = estimate_kernel(linear, blind), centre_crop(linear, blind.crop)
-    fidelity = blind.restore_fidelity
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("decode PNG → [-1, 1] tensor", lambda: decode_image(body, max_pixels=image.shape[1] * image.shape[2])),
         ("output → uint8 array", lambda: to_array(restored, decoded)),
@@ -187,9 +187,9 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
         ),
         (
             "kernel_aware: judge it (deconvolve the crop)",
-            lambda: deconvolve_linear(crop, kernel, blind.restore_fidelity),
+            lambda: deconvolve_linear(crop, kernel, blind),
         ),
-        ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, fidelity)),
+        ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, blind)),
     ]
     rows = [{"stage": "model (tiles, batches)", "s": timer.seconds},
             {"stage": "tiling: cut, feather, blend", "s": restore_s - timer.seconds}]  # fmt: skip
@@ -211,11 +211,11 @@ def size_rows(model: torch.nn.Module, args: argparse.Namespace, rest: RestBench 
         computes = []
         for _ in range(args.repeats):
             timer.seconds = 0.0
-            restore_tiled(timed, image, args.tile, args.overlap, args.batch)
+            restore_image(image, RestoreOptions(args.tile, args.overlap), Network(timed, args.batch))
             computes.append(timer.seconds)
         row: dict[str, Any] = {
             "size": f"{width}x{height}",
-            "tiles": count_tiles(height, width, args.tile, args.overlap),
+            "tiles": plan_restoration(height, width, RestoreOptions(args.tile, args.overlap)).tiles,
             "compute_s": statistics.median(computes),
         }
         if width * height <= args.seed_max_pixels:
@@ -241,7 +241,7 @@ class RestBench:
 
     def __init__(self, checkpoint: Path, work_dir: Path, max_pixels: int) -> None:
         # Its own archive of the checkpoint, with the pixel cap raised to the largest benchmarked image.
-        settings = HandlerSettings(max_pixels=max(max_pixels, HandlerSettings.max_pixels))
+        settings = ServingSettings(max_pixels=max(max_pixels, ServingSettings.max_pixels))
         spec = ArchiveSpec(checkpoint, "1.0", export_path=work_dir / "model_store", force=True, handler=settings)
         mar = build_archive(spec)
         extra = {"load_models": mar.name, "max_request_size": "400000000", "max_response_size": "400000000"}

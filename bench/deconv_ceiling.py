@@ -4,7 +4,7 @@ Shakes 1280×720 frames of each photo with ``train.synth``'s camera-shake kernel
 σ = 1/255, as the held-out set) and prints, for the centre 512×512 tile (the serving tile) of each and on
 average, the PSNR gain of two deconvolutions that know the blur model (uniform blur in linear light):
 
-- **true kernel**: the served sparse-gradient-prior deconvolution (``deblur.blind.deconvolve_sparse``),
+- **true kernel**: the served sparse-gradient-prior deconvolution (``deblur.blind.deconvolve``),
   with the kernel that made the blur and a data weight of 3000 (the best of 300–3000 on training photos):
   the ceiling of any method that first finds the kernel;
 - **estimated kernel**: the same at the served weight, with a kernel estimated blindly from the blurred
@@ -31,14 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deblur.blind import (
-    EstimatorSettings,
-    deconvolve_linear,
-    estimate_kernel,
-    from_linear,
-    kernel_spread,
-    kernel_support,
-)
+from deblur.blind.deconvolve import deconvolve_linear, from_linear
+from deblur.blind.estimate import estimate_kernel, kernel_spread, kernel_support
+from deblur.blind.settings import BlindSettings
 from deblur.files import list_images
 from deblur.imageio import to_model_range, to_uint8
 from deblur.metrics import psnr, to_unit_range
@@ -46,9 +41,10 @@ from train.data import find_pairs
 from train.synth import BlurSettings, blur_image, crop_to_frame, random_kernel, to_linear
 
 
-def restore(linear: torch.Tensor, kernel: torch.Tensor, fidelity: float) -> np.ndarray:
+def restore(linear: torch.Tensor, kernel: torch.Tensor, settings: BlindSettings, fidelity: float) -> np.ndarray:
     """Deconvolve an (H, W, 3) linear-light image as the server does; uint8 out."""
-    return to_uint8(from_linear(deconvolve_linear(linear.permute(2, 0, 1).float(), kernel.float(), fidelity)))
+    restored = deconvolve_linear(linear.permute(2, 0, 1).float(), kernel.float(), settings, fidelity)
+    return to_uint8(from_linear(restored, settings.gamma))
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
@@ -73,7 +69,7 @@ def centre_window(shape: tuple[int, ...], tile: int) -> tuple[slice, slice]:
     return slice(top, top + tile), slice(left, left + tile)
 
 
-def score_pairs(pair_dir: Path, settings: EstimatorSettings) -> list[float]:
+def score_pairs(pair_dir: Path, settings: BlindSettings) -> list[float]:
     """Whole-image gain of the estimated-kernel deconvolution on each blur/sharp pair, one row each."""
     gains = []
     print("| image | input dB | estimated kernel | kernel spread px | kernel peak | kernel support px |\n"
@@ -81,16 +77,16 @@ def score_pairs(pair_dir: Path, settings: EstimatorSettings) -> list[float]:
     for pair in find_pairs(pair_dir):
         with Image.open(pair.blur) as blur_file, Image.open(pair.sharp) as sharp_file:
             blurred, sharp = np.asarray(blur_file.convert("RGB")), np.asarray(sharp_file.convert("RGB"))
-        linear = torch.from_numpy(to_linear(blurred))
+        linear = torch.from_numpy(to_linear(blurred, settings.gamma))
         kernel = estimate_kernel(linear.permute(2, 0, 1), settings)
         before = psnr_u8(blurred, sharp)
-        gains.append(psnr_u8(restore(linear, kernel, settings.restore_fidelity), sharp) - before)
+        gains.append(psnr_u8(restore(linear, kernel, settings, settings.restore_fidelity), sharp) - before)
         print(f"| {pair.blur.stem} | {before:.2f} | {gains[-1]:+.2f} | {kernel_spread(kernel):.2f} | "
               f"{float(kernel.max()):.3f} | {kernel_support(kernel):.1f} |", flush=True)  # fmt: skip
     return gains
 
 
-def score_photos(args: argparse.Namespace, settings: EstimatorSettings) -> dict[str, list[float]]:
+def score_photos(args: argparse.Namespace, settings: BlindSettings) -> dict[str, list[float]]:
     """Centre-tile gains of both deconvolutions on seeded shakes of the photos, one row each."""
     gains: dict[str, list[float]] = {"true kernel": [], "estimated kernel": []}
     print("| tile | kernel px | input dB | true kernel | estimated kernel |\n|---|---:|---:|---:|---:|")
@@ -99,11 +95,11 @@ def score_photos(args: argparse.Namespace, settings: EstimatorSettings) -> dict[
         if args.estimate_on == "tile":  # deconvolve the tile alone; else the frame, scored on the tile
             sharp, blurred, window = sharp[window], blurred[window], (slice(None), slice(None))
         before = psnr_u8(blurred[window], sharp[window])
-        linear = torch.from_numpy(to_linear(blurred))
+        linear = torch.from_numpy(to_linear(blurred, settings.gamma))
         candidates = {
-            "true kernel": restore(linear, torch.from_numpy(kernel), fidelity=3000.0),
+            "true kernel": restore(linear, torch.from_numpy(kernel), settings, fidelity=3000.0),
             "estimated kernel": restore(
-                linear, estimate_kernel(linear.permute(2, 0, 1), settings), settings.restore_fidelity
+                linear, estimate_kernel(linear.permute(2, 0, 1), settings), settings, settings.restore_fidelity
             ),
         }
         for method, restored in candidates.items():
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = EstimatorSettings()
+    settings = BlindSettings()
     gains = {"estimated kernel": score_pairs(args.pairs, settings)} if args.pairs else score_photos(args, settings)
     for method, values in gains.items():
         print(f"{method}: mean {statistics.mean(values):+.2f} dB, min {min(values):+.2f}, max {max(values):+.2f}")

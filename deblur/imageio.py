@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from deblur.settings import MAX_PIXELS
+
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
-MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-DEFAULT_MAX_PIXELS = 4096 * 4096
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
 ZLIB_HEADER_FAST = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level flag; (0x78 << 8 | 0x01) % 31 == 0
@@ -66,7 +66,7 @@ class DecodedImage:
         return self.pixels.shape[2], self.pixels.shape[1]
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode ``data`` with the allow-listed decoders, enforcing the pixel cap."""
     if not data:
         raise ImageError("empty body: send the image bytes (PNG, JPEG, WebP, BMP or TIFF)")
@@ -108,7 +108,7 @@ def upright(image: Image.Image) -> Image.Image:
         raise ImageError(f"corrupt EXIF data: {exc}") from exc
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Bytes → upright image as a (3, H, W) tensor in [-1, 1], with alpha/gray/depth set aside."""
     image = open_image(data, max_pixels)
     source_format = image.format or "PNG"

@@ -1,15 +1,21 @@
-"""PSNR and SSIM with one protocol everywhere: RGB, full image, values in [0, 1].
+"""PSNR and SSIM with one rule everywhere (serving, training validation, evaluation, benchmarks).
 
-SSIM is pytorch-msssim's (Gaussian window 11, σ 1.5); images smaller than the window use the
-largest odd window that fits, so tiny images still get a score.
+The rule (``score_restoration``): RGB, the full image, values in [0, 1]; the restored image is first
+clamped and rounded to 8 bits, as an 8-bit answer holds it; the ground truth and the blurred input are
+taken as decoded. SSIM is pytorch-msssim's (Gaussian window 11, σ 1.5); images smaller than the window
+use the largest odd window that fits, so tiny images still get a score. Identical images have an
+infinite PSNR.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from pytorch_msssim import ssim as _ssim
+
+from deblur.imageio import to_model_range, to_uint8
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
@@ -51,3 +57,28 @@ def ssim(output: torch.Tensor, target: torch.Tensor) -> float:
         repeats = (1, 1, 2 if output.shape[-2] == 1 else 1, 2 if output.shape[-1] == 1 else 1)
         output, target = output.repeat(repeats), target.repeat(repeats)
     return float(_ssim(output, target, data_range=1.0, size_average=True, win_size=window))
+
+
+def quantised(pixels: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) in [-1, 1] → [0, 1] on the 8-bit grid: what an 8-bit answer holds."""
+    return to_unit_range(to_model_range(to_uint8(pixels)))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """PSNR (dB) and SSIM of the restored image and of the blurred input, both against the ground truth."""
+
+    psnr: float
+    ssim: float
+    input_psnr: float
+    input_ssim: float
+
+    @property
+    def gain(self) -> float:
+        return self.psnr - self.input_psnr
+
+
+def score_restoration(restored: torch.Tensor, target: torch.Tensor, blurred: torch.Tensor) -> Scores:
+    """The module's rule for (3, H, W) images in [-1, 1]: ``restored`` is rounded to 8 bits first."""
+    output, truth, before = quantised(restored), to_unit_range(target), to_unit_range(blurred)
+    return Scores(psnr(output, truth), ssim(output, truth), psnr(before, truth), ssim(before, truth))

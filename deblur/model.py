@@ -5,7 +5,7 @@ Imports torch only. Training, the TorchServe handler and export scripts all buil
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +230,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild any checkpoint's model in eval mode, fp32, on ``device``."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", tlc_window: int | None = None) -> nn.Module:
+    """Rebuild any checkpoint's model in eval mode, fp32, on ``device``; ``tlc_window`` (NAFNet) overrides the
+    stored TLC setting (0: off)."""
     payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload["model_config"])
+    if tlc_window is not None:
+        config = replace(config, tlc_window=tlc_window)
     model = build_model(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     model.load_state_dict(state)

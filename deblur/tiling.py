@@ -82,10 +82,33 @@ def axis_layout(length: int, tile: int, overlap: int, align: int = DEFAULT_ALIGN
     return AxisLayout(starts, tile, feather_weights(length, starts, tile))
 
 
+@dataclass(frozen=True)
+class TileLayout:
+    """Where the tiles of an image go: one ``AxisLayout`` per axis."""
+
+    rows: AxisLayout
+    cols: AxisLayout
+
+    @property
+    def count(self) -> int:
+        return len(self.rows.starts) * len(self.cols.starts)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the image the layout covers."""
+        return self.rows.starts[-1] + self.rows.tile, self.cols.starts[-1] + self.cols.tile
+
+    def transposed(self) -> TileLayout:
+        """The layout of the image turned by 90° (each axis's layout depends only on its length)."""
+        return TileLayout(self.cols, self.rows)
+
+
+def tile_layout(height: int, width: int, tile: int = 512, overlap: int = 64, align: int = DEFAULT_ALIGN) -> TileLayout:
+    return TileLayout(axis_layout(height, tile, overlap, align), axis_layout(width, tile, overlap, align))
+
+
 def count_tiles(height: int, width: int, tile: int = 512, overlap: int = 64) -> int:
-    rows = axis_layout(height, tile, overlap)
-    cols = axis_layout(width, tile, overlap)
-    return len(rows.starts) * len(cols.starts)
+    return tile_layout(height, width, tile, overlap).count
 
 
 def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -102,11 +125,13 @@ def restore_tiled(
     batch_size: int = 4,
     device: torch.device | str | None = None,
     align: int = DEFAULT_ALIGN,
+    layout: TileLayout | None = None,
 ) -> torch.Tensor:
     """Run ``predict`` over overlapping tiles of ``image`` (C, H, W) and blend the results.
 
     ``predict`` maps (B, C, th, tw) → (B, C_out, th, tw) on ``device`` (default: the image's).
-    Tiles are at most ``tile`` px, shrunk to fit the image (see ``fitted_tile``; ``align=0``: never).
+    Tiles are at most ``tile`` px, shrunk to fit the image (see ``fitted_tile``; ``align=0``: never); a
+    ``layout`` computed beforehand (``tile_layout``) replaces ``tile``, ``overlap`` and ``align``.
     Returns a float32 (C_out, H, W) tensor on the image's device, not clamped.
     """
     if image.dim() != 3:
@@ -114,8 +139,10 @@ def restore_tiled(
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     _, height, width = image.shape
-    rows = axis_layout(height, tile, overlap, align)
-    cols = axis_layout(width, tile, overlap, align)
+    layout = layout or tile_layout(height, width, tile, overlap, align)
+    if layout.shape != (height, width):
+        raise ValueError(f"the tile layout covers {layout.shape}, the image is {(height, width)}")
+    rows, cols = layout.rows, layout.cols
     run_device = torch.device(device) if device is not None else image.device
     row_w = rows.weights.to(image.device)
     col_w = cols.weights.to(image.device)

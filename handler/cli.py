@@ -1,6 +1,6 @@
 """``python -m handler.cli INPUT_DIR OUTPUT_DIR``: restore a folder without a server.
 
-Runs the handler's own pipeline (``handler.request`` limits, ``handler.pipeline`` decode → restore
+Runs the handler's own pipeline (``handler.request`` checks, ``handler.pipeline`` prepare → restore
 → encode), so a file comes out exactly as TorchServe would answer it. Images are found recursively
 and written under OUTPUT_DIR with the same relative path (suffix of the output format). Unreadable
 or unsupported files are skipped and listed at the end; the exit status is 1 if any was skipped.
@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from tqdm import tqdm
 
+from deblur.blind.settings import BlindSettings
 from deblur.files import IMAGE_SUFFIXES, list_images
 from deblur.imageio import ImageError
 from deblur.model import load_model
-from deblur.runtime import PRECISIONS, Predictor, make_predictor, resolve_tile_batch
-from handler.pipeline import decode_request, encode_restored, restore_request
-from handler.request import RESPONSE_FORMATS, DeblurRequest, RequestError, RestoreOptions, ServingDefaults, check_tiling
+from deblur.restore import Network
+from deblur.runtime import make_predictor, resolve_tile_batch
+from deblur.settings import PRECISIONS, RESPONSE_FORMATS, ServingSettings, SettingsError
+from handler.pipeline import encode, prepare, restore
+from handler.request import Request, RequestError, check_tiling
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "default.pt"
@@ -35,7 +39,7 @@ class Report:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = ServingDefaults()
+    defaults = ServingSettings()
     parser = argparse.ArgumentParser(prog="python -m handler.cli", description=__doc__.split("\n\n")[0])
     parser.add_argument("input_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
@@ -53,10 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kernel-aware", action="store_true",
         help="estimate each photo's camera shake and deconvolve it where the estimate is trusted (else the network)",
     )  # fmt: skip
-    parser.add_argument(
-        "--refiner", type=Path, help="with --kernel-aware: checkpoint of a network that refines each trusted "
-        "deconvolution (as an archive built with --refiner)",
-    )  # fmt: skip
+    parser.add_argument("--blind-config", type=Path, help="YAML overrides of deblur.blind.settings.BlindSettings")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     return parser.parse_args(argv)
 
@@ -66,18 +67,19 @@ def output_path(source: Path, args: argparse.Namespace) -> Path:
     return (args.output_dir / relative).with_suffix(OUTPUT_SUFFIXES[args.format])
 
 
-def restore_file(source: Path, model: Predictor, args: argparse.Namespace, refiner: Predictor | None = None) -> bytes:
+def restore_file(
+    source: Path, network: Network, settings: ServingSettings, args: argparse.Namespace, blind: BlindSettings
+) -> bytes:
     """One file through the handler's pipeline; ImageError/RequestError for files it would refuse."""
-    options = RestoreOptions(args.tile_size, args.overlap, args.self_ensemble, args.kernel_aware)
-    request = DeblurRequest(source.read_bytes(), None, options, args.format, json_response=False)
-    decoded = decode_request(request, args.max_pixels)
+    options = settings.options(self_ensemble=args.self_ensemble)
+    job = prepare(Request(source.read_bytes(), None, options, args.format, json_response=False), settings)
     with torch.inference_mode():
-        restored = restore_request(decoded, model, args.tile_batch, refiner=refiner)
-    return encode_restored(restored).data
+        result = restore(job, network, blind)
+    return encode(job, result).data
 
 
 def restore_folder(
-    files: list[Path], model: Predictor, args: argparse.Namespace, refiner: Predictor | None = None
+    files: list[Path], network: Network, settings: ServingSettings, args: argparse.Namespace, blind: BlindSettings
 ) -> Report:
     report = Report()
     for source in tqdm(files, desc="deblur", unit="image"):
@@ -86,7 +88,7 @@ def restore_folder(
             report.skipped.append((source, f"{target} exists (--force overwrites)"))
             continue
         try:
-            data = restore_file(source, model, args, refiner)
+            data = restore_file(source, network, settings, args, blind)
         except (ImageError, RequestError, OSError) as exc:
             report.skipped.append((source, str(exc)))
             continue
@@ -102,19 +104,37 @@ def print_report(report: Report) -> None:
         print(f"  skipped {source}: {reason}", file=sys.stderr)
 
 
+def settings_from_args(args: argparse.Namespace) -> ServingSettings:
+    """The options as an archive's settings; an overlap not given is the default, shrunk to tile size / 2."""
+    overlap = min(ServingSettings.overlap, args.tile_size // 2) if args.overlap is None else args.overlap
+    try:
+        check_tiling(args.tile_size, overlap)
+    except RequestError as exc:
+        raise SystemExit(f"error: {str(exc).replace('field ', 'option ')}") from exc
+    try:
+        return ServingSettings(
+            tile_size=args.tile_size,
+            overlap=overlap,
+            tile_batch=args.tile_batch,
+            max_pixels=args.max_pixels,
+            precision=args.precision,
+            kernel_aware=args.kernel_aware,
+        )
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.overlap is None:  # as for a JSON request that sets only tile_size
-        args.overlap = min(ServingDefaults.overlap, args.tile_size // 2)
     try:
-        check_tiling(args.tile_size, args.overlap)
-    except RequestError as exc:
-        print(f"error: {str(exc).replace('field ', 'option ')}", file=sys.stderr)
+        settings = settings_from_args(args)
+        blind = BlindSettings.from_mapping(yaml.safe_load(args.blind_config.read_text()) if args.blind_config else {})
+    except (SystemExit, SettingsError, OSError) as exc:
+        print(str(exc) if isinstance(exc, SystemExit) else f"error: {exc}", file=sys.stderr)
         return 1
-    for checkpoint in (args.checkpoint, args.refiner):
-        if checkpoint is not None and not checkpoint.is_file():
-            print(f"error: checkpoint not found: {checkpoint}", file=sys.stderr)
-            return 1
+    if not args.checkpoint.is_file():
+        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        return 1
     if not args.input_dir.is_dir():
         print(f"error: input folder not found: {args.input_dir}", file=sys.stderr)
         return 1
@@ -126,10 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {args.input_dir}", file=sys.stderr)
         return 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = make_predictor(load_model(args.checkpoint, device), device, args.precision)
-    refiner = None if args.refiner is None else make_predictor(load_model(args.refiner, device), device, args.precision)
-    args.tile_batch = resolve_tile_batch(args.tile_batch, device)
-    report = restore_folder(files, predictor, args, refiner)
+    predict = make_predictor(load_model(args.checkpoint, device), device, settings.precision)
+    network = Network(predict, resolve_tile_batch(settings.tile_batch, device), device)
+    report = restore_folder(files, network, settings, args, blind)
     print_report(report)
     return 1 if report.skipped else 0
 

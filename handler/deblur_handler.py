@@ -1,7 +1,7 @@
 """TorchServe handler: an adapter from request rows to the serving pipeline and back.
 
-``preprocess`` validates and decodes each row (``handler.request``, ``deblur.imageio``),
-``inference`` restores it with the tiler (``handler.pipeline``), ``postprocess`` encodes it and
+``preprocess`` validates, decodes and plans each row (``handler.request``, ``handler.pipeline``),
+``inference`` restores it (``deblur.restore.restore_image``), ``postprocess`` encodes it and
 answers with the image, or with a JSON document when the request was JSON. Bad input becomes a
 ``PredictionException`` with a 4xx status and a message, so clients never see a bare 503 and the
 worker keeps running. Per-request data flows through return values, never through ``self``.
@@ -30,17 +30,11 @@ from ts.utils.util import PredictionException
 
 from deblur.imageio import ImageError
 from deblur.model import load_model
+from deblur.restore import Network
 from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
-from handler.pipeline import (
-    DecodedRequest,
-    Encoded,
-    Restored,
-    decode_request,
-    encode_restored,
-    response_document,
-    restore_request,
-)
-from handler.request import RequestError, ServingDefaults, parse_row
+from deblur.settings import ServingSettings
+from handler.pipeline import Answer, Job, Result, encode, prepare, response_document, restore
+from handler.request import RequestError, parse_row
 
 log = logging.getLogger(__name__)
 
@@ -64,52 +58,50 @@ class DeblurHandler(BaseHandler):
         self.model_yaml_config = context.model_yaml_config or {}
         self.model_name, self.model_version = model_identity(context)
         self.device = select_device(properties.get("gpu_id"))
-        self.defaults = ServingDefaults.from_yaml(self.model_yaml_config)
-        self.model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
+        self.settings = ServingSettings.from_yaml(self.model_yaml_config)
+        model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
         # The fastest safe arithmetic for this device (bf16 on CPUs with native bf16) unless forced to fp32.
-        self.predict = make_predictor(self.model, self.device, self.defaults.precision)
-        self.refine = None
-        if self.defaults.refiner:
-            refiner = load_model(archive_file(properties["model_dir"], self.defaults.refiner), self.device)
-            self.refine = make_predictor(refiner, self.device, self.defaults.precision)
-        self.tile_batch = resolve_tile_batch(self.defaults.tile_batch, self.device)
-        dtype = resolve_precision(self.defaults.precision, self.device) or torch.float32
+        predict = make_predictor(model, self.device, self.settings.precision)
+        tile_batch = resolve_tile_batch(self.settings.tile_batch, self.device)
+        self.network = Network(predict, tile_batch, self.device)
+        dtype = resolve_precision(self.settings.precision, self.device) or torch.float32
         log.info(
-            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s, "
-            "refiner %s",
-            self.model_version, self.device, dtype, torch.get_num_threads(), self.defaults.tile_size,
-            self.defaults.overlap, self.tile_batch, self.defaults.kernel_aware, self.defaults.refiner or "none",
+            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s",
+            self.model_version, self.device, dtype, torch.get_num_threads(), self.settings.tile_size,
+            self.settings.overlap, tile_batch, self.settings.kernel_aware,
         )  # fmt: skip
         self.initialized = True
 
-    def preprocess(self, data: list[dict[str, Any]]) -> list[DecodedRequest]:
+    def preprocess(self, data: list[dict[str, Any]]) -> list[Job]:
         with as_http_errors():
-            return [self.decode_row(idx, row) for idx, row in enumerate(data)]
+            return [self.prepare_row(idx, row) for idx, row in enumerate(data)]
 
-    def decode_row(self, idx: int, row: dict[str, Any]) -> DecodedRequest:
+    def prepare_row(self, idx: int, row: dict[str, Any]) -> Job:
         accept = header(self.context, idx, "accept")
-        request = parse_row(row, row_content_type(self.context, idx), accept, self.defaults)
-        return decode_request(request, self.defaults.max_pixels, self.defaults.ensemble_max_pixels)
+        request = parse_row(row, row_content_type(self.context, idx), accept, self.settings)
+        return prepare(request, self.settings)
 
-    def inference(self, data: list[DecodedRequest], *args: Any, **kwargs: Any) -> list[Restored]:
+    def inference(self, data: list[Job], *args: Any, **kwargs: Any) -> list[tuple[Job, Result]]:
         with torch.inference_mode():
-            return [restore_request(item, self.predict, self.tile_batch, self.device, self.refine) for item in data]
+            return [(job, restore(job, self.network)) for job in data]
 
-    def postprocess(self, data: list[Restored]) -> list[bytes]:
+    def postprocess(self, data: list[tuple[Job, Result]]) -> list[bytes]:
         with as_http_errors():
-            encoded = [encode_restored(item) for item in data]
-        for idx, item in enumerate(encoded):
-            emit_metrics(self.context, idx, item.restored, self.model_version)
-        return [self.answer(idx, item) for idx, item in enumerate(encoded)]
+            answers = [encode(job, result) for job, result in data]
+        replies = []
+        for idx, ((job, result), answer) in enumerate(zip(data, answers, strict=True)):
+            emit_metrics(self.context, idx, job, result, self.model_version)
+            replies.append(self.answer(idx, job, result, answer))
+        return replies
 
-    def answer(self, idx: int, encoded: Encoded) -> bytes:
+    def answer(self, idx: int, job: Job, result: Result, answer: Answer) -> bytes:
         """The image itself, or the JSON document when the request was JSON; sets the content type."""
-        if not encoded.restored.decoded.request.json_response:
-            self.context.set_response_content_type(idx, encoded.mime_type)
-            return encoded.data
+        if not job.json_response:
+            self.context.set_response_content_type(idx, job.mime_type)
+            return answer.data
         self.context.set_response_content_type(idx, "application/json")
-        image = base64.b64encode(encoded.data).decode("ascii")
-        document = response_document(encoded, image, self.model_name, self.model_version)
+        image = base64.b64encode(answer.data).decode("ascii")
+        document = response_document(job, result, answer, image, self.model_name, self.model_version)
         return json.dumps(document, allow_nan=False).encode()
 
 
@@ -123,14 +115,14 @@ def as_http_errors() -> Iterator[None]:
         raise PredictionException(str(exc), STATUS_REWRITES.get(exc.status, exc.status)) from exc
 
 
-def emit_metrics(context: Context, idx: int, restored: Restored, version: str) -> None:
+def emit_metrics(context: Context, idx: int, job: Job, result: Result, version: str) -> None:
     """Tiles, megapixels and inference time of one request, as TorchServe custom metrics."""
-    width, height = restored.decoded.image.size
+    width, height = job.image.size
     dimensions = [Dimension("ModelVersion", version)]
     values = (
-        (METRIC_TILES, restored.tiles, "count"),
+        (METRIC_TILES, result.report.tiles, "count"),
         (METRIC_MEGAPIXELS, width * height / 1e6, "MP"),
-        (METRIC_INFERENCE_MS, restored.inference_ms, "ms"),
+        (METRIC_INFERENCE_MS, result.inference_ms, "ms"),
     )
     for name, value, unit in values:
         context.metrics.add_metric(name, value, unit, idx, list(dimensions), MetricTypes.COUNTER)

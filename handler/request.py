@@ -1,8 +1,9 @@
-"""One TorchServe request row → a validated ``DeblurRequest`` (pure Python: no torch, no ``ts``).
+"""Every check of a request, in one place (pure Python: no torch, no ``ts``).
 
-A row carries the image as raw bytes (``body``), as a multipart field (``data`` or ``file``), as a
-base64 string (optionally a data URL), or as a JSON object (see ``JSON_FIELDS``). Raw, multipart and
-base64 requests are answered with the image itself; JSON requests with a JSON document. Anything
+``parse_row`` turns one TorchServe request row into a ``Request``: the image as raw bytes (``body``), as
+a multipart field (``data`` or ``file``), as a base64 string (optionally a data URL), or as a JSON object
+(see ``JSON_FIELDS``). Raw, multipart and base64 requests are answered with the image itself; JSON
+requests with a JSON document. ``check_sizes`` checks what needs the decoded image sizes. Anything
 malformed raises ``RequestError`` with a message that names the offending field.
 """
 
@@ -15,8 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deblur.imageio import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
-from deblur.runtime import PRECISIONS
+from deblur.settings import (
+    RESPONSE_FORMATS,
+    TILE_SIZE_RANGE,
+    RestoreOptions,
+    ServingSettings,
+)
 
 PAYLOAD_KEYS = ("data", "body", "file")  # raw body → "body"; multipart fields keep their form names
 JSON_FIELDS: dict[str, type] = {
@@ -29,10 +34,8 @@ JSON_FIELDS: dict[str, type] = {
     "kernel_aware": bool,
 }
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
-RESPONSE_FORMATS = ("png", "jpeg", "webp")
+FORMAT_ALIASES = {"jpg": "jpeg"}
 ACCEPT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
-KEEP_TYPE = ("precision", "kernel_aware", "refiner")  # handler settings that are not integers
-TILE_SIZE_RANGE = (32, 2048)  # below 32 px the model sees almost no context; above 2048 memory explodes
 
 
 class RequestError(ValueError):
@@ -42,47 +45,9 @@ class RequestError(ValueError):
 
 
 @dataclass(frozen=True)
-class ServingDefaults:
-    """The archive's ``handler:`` section of model-config.yaml (keys and defaults)."""
+class Request:
+    """One validated request: the encoded images, how to restore, how to answer."""
 
-    tile_size: int = 512
-    overlap: int = 64
-    tile_batch: int = 0  # tiles per forward pass; 0: automatic (1 on CPU, 4 on GPU; see resolve_tile_batch)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
-    precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
-    kernel_aware: bool = False  # the default of the request field kernel_aware
-    refiner: str = ""  # file in the archive of a network that refines trusted deconvolutions ("" = none)
-
-    @classmethod
-    def from_yaml(cls, model_yaml_config: Mapping[str, Any] | None) -> ServingDefaults:
-        section = (model_yaml_config or {}).get("handler") or {}
-        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown keys in model-config.yaml handler section: {unknown}")
-        if not isinstance(section.get("kernel_aware", False), bool):
-            raise ValueError(f"handler kernel_aware must be true or false, got {section['kernel_aware']!r}")
-        if not isinstance(section.get("refiner", ""), str):
-            raise ValueError(f"handler refiner must be a file name, got {section['refiner']!r}")
-        defaults = cls(**{name: value if name in KEEP_TYPE else int(value) for name, value in section.items()})
-        if defaults.precision not in PRECISIONS:
-            raise ValueError(f"handler precision must be one of {PRECISIONS}, got {defaults.precision!r}")
-        check_tiling(defaults.tile_size, defaults.overlap)
-        if defaults.tile_batch < 0 or defaults.max_pixels < 1:
-            raise ValueError(f"tile_batch must be ≥ 0 (0 = automatic) and max_pixels ≥ 1, got {defaults}")
-        return defaults
-
-
-@dataclass(frozen=True)
-class RestoreOptions:
-    tile_size: int
-    overlap: int
-    self_ensemble: bool = False
-    kernel_aware: bool = False  # estimate the camera shake and deconvolve it where the estimate is trusted
-
-
-@dataclass(frozen=True)
-class DeblurRequest:
     image: bytes
     ground_truth: bytes | None
     options: RestoreOptions
@@ -100,15 +65,32 @@ def check_tiling(tile_size: int, overlap: int) -> None:
 
 
 def parse_row(
-    row: Mapping[str, Any], content_type: str | None, accept: str | None, defaults: ServingDefaults
-) -> DeblurRequest:
+    row: Mapping[str, Any], content_type: str | None, accept: str | None, settings: ServingSettings
+) -> Request:
     """Validate one request row; ``content_type`` is the row's, ``accept`` the request's Accept header."""
     value = row_payload(row)
     document = json_document(value, content_type)
     if document is not None:
-        return from_json(document, accept, defaults)
-    options = RestoreOptions(defaults.tile_size, defaults.overlap, kernel_aware=defaults.kernel_aware)
-    return DeblurRequest(image_bytes(value), None, options, format_from_accept(accept), json_response=False)
+        return from_json(document, accept, settings)
+    return Request(image_bytes(value), None, settings.options(), format_from_accept(accept), json_response=False)
+
+
+def check_sizes(
+    options: RestoreOptions, image_size: tuple[int, int], truth_size: tuple[int, int] | None, settings: ServingSettings
+) -> None:
+    """The checks that need the decoded (upright) sizes, (width, height): the ground truth must match the
+    image, and self-ensemble (8 restorations) is limited to ``settings.ensemble_max_pixels``."""
+    width, height = image_size
+    if options.self_ensemble and width * height > settings.ensemble_max_pixels:
+        raise RequestError(
+            f"field 'self_ensemble' is limited to images of at most {settings.ensemble_max_pixels} pixels "
+            f"(it runs the model 8 times); this one is {width}×{height}: send it without self_ensemble"
+        )
+    if truth_size is not None and truth_size != image_size:
+        raise RequestError(
+            f"field 'ground_truth' is {truth_size[0]}×{truth_size[1]} but the image is "
+            f"{width}×{height} (after EXIF orientation): send the sharp version of the same image"
+        )
 
 
 def row_payload(row: Mapping[str, Any]) -> Any:
@@ -144,23 +126,22 @@ def image_bytes(value: Any) -> bytes:
     raise RequestError('unsupported payload: send image bytes, a base64 string or JSON {"image": "<base64>"}')
 
 
-def from_json(document: Mapping[str, Any], accept: str | None, defaults: ServingDefaults) -> DeblurRequest:
+def from_json(document: Mapping[str, Any], accept: str | None, settings: ServingSettings) -> Request:
     check_fields(document)
     if document.get("image") is None:
         raise RequestError("field 'image' is required: the base64 of the blurred image")
-    tile_size = document.get("tile_size", defaults.tile_size)
-    tile_size = defaults.tile_size if tile_size is None else tile_size
-    overlap = document.get("overlap")
-    if overlap is None:  # the archive's default overlap, shrunk to fit a small requested tile
-        overlap = min(defaults.overlap, tile_size // 2)
-    check_tiling(tile_size, overlap)
+    sent = {name: document.get(name) for name in ("tile_size", "overlap", "self_ensemble", "kernel_aware")}
+    sent = {name: value for name, value in sent.items() if value is not None}  # null means "not sent"
+    tile_size = sent.get("tile_size", settings.tile_size)
+    # The archive's default overlap, shrunk to fit a small requested tile
+    sent.setdefault("overlap", min(settings.overlap, tile_size // 2))
+    options = settings.options(**sent)
+    check_tiling(options.tile_size, options.overlap)
     truth = document.get("ground_truth")
-    kernel_aware = document.get("kernel_aware")
-    kernel_aware = defaults.kernel_aware if kernel_aware is None else kernel_aware
-    return DeblurRequest(
+    return Request(
         image=decode_base64(document["image"], "image"),
         ground_truth=None if truth is None else decode_base64(truth, "ground_truth"),
-        options=RestoreOptions(tile_size, overlap, bool(document.get("self_ensemble") or False), kernel_aware),
+        options=options,
         output_format=format_field(document.get("format")) or format_from_accept(accept),
         json_response=True,
     )
@@ -187,10 +168,10 @@ def json_type(value: Any) -> str:
 def format_field(value: str | None) -> str | None:
     if value is None:
         return None
-    fmt = value.lower()
-    if fmt not in OUTPUT_FORMATS:
+    fmt = FORMAT_ALIASES.get(value.lower(), value.lower())
+    if fmt not in RESPONSE_FORMATS:
         raise RequestError(f"field 'format' must be one of {', '.join(RESPONSE_FORMATS)}, got {value!r}")
-    return "jpeg" if fmt == "jpg" else fmt
+    return fmt
 
 
 def format_from_accept(accept: str | None) -> str:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from model_archive.build import ArchiveError, ArchiveSpec, HandlerSettings, build_archive
+from deblur.settings import PRECISIONS, ServingSettings, SettingsError
+from model_archive.build import ArchiveError, ArchiveSpec, build_archive
+
+# Every field of the archive's settings has a flag of the same name (--tile-size → tile_size)
+SETTINGS_FLAGS = tuple(field.name for field in dataclasses.fields(ServingSettings))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = HandlerSettings()
+    defaults = ServingSettings()
     parser = argparse.ArgumentParser(prog="python -m model_archive", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint written by training")
     parser.add_argument("--version", required=True, help="model version, e.g. 1.0")
-    parser.add_argument(
-        "--refiner", type=Path, help="checkpoint of a network trained on deconvolutions (train.deconv_pairs): "
-        "with kernel_aware it refines each trusted deconvolution instead of answering with it as it is",
-    )  # fmt: skip
     parser.add_argument("--model-name", default="deblur")
     parser.add_argument("--export-path", type=Path, default=ArchiveSpec.export_path, help="the model store")
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default=defaults.precision,
         help="serving arithmetic: auto picks bf16 on CPUs with native bf16, fp16 on CUDA",
     )
@@ -50,27 +51,18 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
     return ArchiveSpec(
         checkpoint=args.checkpoint,
         version=args.version,
-        refiner=args.refiner,
         model_name=args.model_name,
         export_path=args.export_path,
         force=args.force,
         response_timeout=args.response_timeout,
-        handler=HandlerSettings(
-            args.tile_size,
-            args.overlap,
-            args.tile_batch,
-            args.max_pixels,
-            args.ensemble_max_pixels,
-            args.precision,
-            args.kernel_aware,
-        ),
+        handler=ServingSettings(**{name: getattr(args, name) for name in SETTINGS_FLAGS}),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         path = build_archive(spec_from_args(parse_args(argv)))
-    except ArchiveError as exc:
+    except (ArchiveError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(path)

@@ -2,9 +2,10 @@
 
 The archive holds the handler at its root, the ``deblur/`` package and the handler's own
 ``handler/`` modules (``.py`` files only, no CLI) beside it, the checkpoint as serialized file, a
-generated ``model-config.yaml`` and ``training.json`` (the checkpoint's epoch, training metrics,
-model config and SHA-256). ``<model>_v<version>.mar`` is written to the model store. Building reads
-files and runs torch-model-archiver in a subprocess; no model code or torch is imported here.
+generated ``model-config.yaml`` (its ``handler:`` section is ``deblur.settings.ServingSettings``) and
+``training.json`` (the checkpoint's epoch, training metrics, model config and SHA-256).
+``<model>_v<version>.mar`` is written to the model store. Building reads files and runs
+torch-model-archiver in a subprocess; no model code or torch is imported here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from deblur.settings import ServingSettings
 from model_archive.checkpoint_info import CheckpointInfoError, training_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +33,6 @@ HANDLER_PACKAGE = REPO_ROOT / "handler"
 HANDLER_EXCLUDED = {HANDLER_FILE.name, "cli.py", "__main__.py"}
 CONFIG_NAME = "model-config.yaml"
 TRAINING_NAME = "training.json"
-REFINER_NAME = "refiner.pt"  # the refiner checkpoint's name inside the archive
 # Names end up in file names and in the allowed_urls pattern of config.properties.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z]+([.][0-9A-Za-z]+)*")
@@ -43,31 +44,15 @@ class ArchiveError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class HandlerSettings:
-    """The ``handler:`` section read by DeblurHandler.initialize."""
-
-    tile_size: int = 512
-    overlap: int = 64
-    tile_batch: int = 0  # 0: automatic (1 tile per forward pass on CPU, 4 on GPU)
-    max_pixels: int = 4096 * 4096
-    ensemble_max_pixels: int = 2048 * 2048  # largest image self_ensemble accepts (8× the compute)
-    precision: str = "auto"  # bf16 autocast on CPUs with native bf16; "fp32" forces full precision
-    kernel_aware: bool = False  # requests default to blind deconvolution where its estimate is trusted
-    refiner: str = ""  # the archive's refiner checkpoint (REFINER_NAME) when one is packed, else ""
-
-
-@dataclass(frozen=True)
 class ArchiveSpec:
     checkpoint: Path
     version: str
-    # A network trained on deconvolutions (train.deconv_pairs): refines what the kernel-aware path deconvolved.
-    refiner: Path | None = None
     model_name: str = "deblur"
     export_path: Path = REPO_ROOT / "model_store"  # where `python -m serve start` looks by default
     force: bool = False
     # A 4096² image is ~100 tiles of 512² on 2 CPU cores: minutes, not seconds.
     response_timeout: int = 600
-    handler: HandlerSettings = field(default_factory=HandlerSettings)
+    handler: ServingSettings = field(default_factory=ServingSettings)
 
     @property
     def target(self) -> Path:
@@ -87,7 +72,7 @@ def model_config(spec: ArchiveSpec) -> dict[str, object]:
         "batchSize": 1,
         "responseTimeout": spec.response_timeout,
         "startupTimeout": STARTUP_TIMEOUT,
-        "handler": asdict(spec.handler) | {"refiner": REFINER_NAME if spec.refiner else ""},
+        "handler": asdict(spec.handler),
     }
 
 
@@ -101,16 +86,12 @@ def stage_packages(destination: Path) -> None:
         shutil.copy2(source, target)
 
 
-def stage_checkpoints(spec: ArchiveSpec, destination: Path) -> None:
-    """The training record of the checkpoint (and of the refiner, copied in as REFINER_NAME)."""
+def stage_training_record(spec: ArchiveSpec, destination: Path) -> None:
+    """What the archive records about its checkpoint (``training.json``)."""
     try:
         record = training_record(spec.checkpoint)
-        if spec.refiner:
-            record["refiner"] = training_record(spec.refiner)
     except CheckpointInfoError as exc:
         raise ArchiveError(str(exc)) from exc
-    if spec.refiner:
-        shutil.copyfile(spec.refiner, destination / REFINER_NAME)
     (destination / TRAINING_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -146,11 +127,9 @@ def check_inputs(spec: ArchiveSpec) -> None:
         raise ArchiveError(f"version {spec.version!r}: use dot-separated letters and digits, like 2.0")
     if not spec.checkpoint.is_file():
         raise ArchiveError(f"checkpoint not found: {spec.checkpoint}")
-    reserved = {HANDLER_FILE.name, CONFIG_NAME, TRAINING_NAME, REFINER_NAME, CORE_PACKAGE.name, HANDLER_PACKAGE.name}
+    reserved = {HANDLER_FILE.name, CONFIG_NAME, TRAINING_NAME, CORE_PACKAGE.name, HANDLER_PACKAGE.name}
     if spec.checkpoint.name in reserved:
         raise ArchiveError(f"rename the checkpoint: {spec.checkpoint.name!r} clashes with a file of the archive")
-    if spec.refiner is not None and not spec.refiner.is_file():
-        raise ArchiveError(f"refiner checkpoint not found: {spec.refiner}")
     if spec.target.exists() and not spec.force:
         raise ArchiveError(f"{spec.target} already exists: pass --force to overwrite it")
 
@@ -173,7 +152,7 @@ def build_archive(spec: ArchiveSpec) -> Path:
         scratch = Path(tmp)
         extra_dir = scratch / "extra"
         stage_packages(extra_dir)
-        stage_checkpoints(spec, extra_dir)
+        stage_training_record(spec, extra_dir)
         config_file = scratch / CONFIG_NAME
         config_file.write_text(yaml.safe_dump(model_config(spec), sort_keys=False))
         work_dir, output_dir = scratch / "work", scratch / "out"

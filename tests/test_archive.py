@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import subprocess
@@ -13,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deblur.settings import ServingSettings
 from model_archive.__main__ import main
-from model_archive.build import REPO_ROOT, ArchiveError, ArchiveSpec, HandlerSettings, build_archive
+from model_archive.build import REPO_ROOT, ArchiveError, ArchiveSpec, build_archive
 
 FORBIDDEN_TOP_LEVEL = ("train/", "demo/", "serve/", "tests/", "model_archive/", "bench/", "mlruns/")
 SERVED_HANDLER_MODULES = {"handler/__init__.py", "handler/request.py", "handler/pipeline.py"}
@@ -23,7 +23,7 @@ SERVED_HANDLER_MODULES = {"handler/__init__.py", "handler/request.py", "handler/
 @pytest.fixture(scope="module")
 def mar(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
-    return build_archive(ArchiveSpec(tiny_checkpoint, "1.0", export_path=store, handler=HandlerSettings(tile_size=256)))
+    return build_archive(ArchiveSpec(tiny_checkpoint, "1.0", export_path=store, handler=ServingSettings(tile_size=256)))
 
 
 def archive_names(mar: Path) -> set[str]:
@@ -38,7 +38,8 @@ def read_member(mar: Path, name: str) -> str:
 
 def test_archive_contains_inference_side_only(mar: Path) -> None:
     names = archive_names(mar)
-    core = {f"deblur/{path.name}" for path in (REPO_ROOT / "deblur").glob("*.py")}
+    core = {path.relative_to(REPO_ROOT).as_posix() for path in (REPO_ROOT / "deblur").rglob("*.py")}
+    assert {"deblur/restore.py", "deblur/blind/decide.py"} <= core
     top = {"deblur_handler.py", "tiny.pt", "model-config.yaml", "training.json", "MAR-INF/MANIFEST.json"}
     assert top | core | SERVED_HANDLER_MODULES == names  # no handler/cli.py: the folder CLI is not served
     assert not [name for name in names if name.startswith(FORBIDDEN_TOP_LEVEL) or "__pycache__" in name]
@@ -65,8 +66,8 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
         "ensemble_max_pixels": 2048 * 2048,
         "precision": "auto",
         "kernel_aware": False,
-        "refiner": "",
     }
+    assert ServingSettings.from_yaml(config) == ServingSettings(tile_size=256)  # what the handler reads back
 
 
 def test_training_record_is_in_the_archive(mar: Path, tiny_checkpoint: Path) -> None:
@@ -75,26 +76,6 @@ def test_training_record_is_in_the_archive(mar: Path, tiny_checkpoint: Path) -> 
     assert (record["epoch"], record["metrics"]) == (0, {"psnr": 0.0})
     assert record["model_config"]["base_ch"] == 8
     assert record["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
-
-
-def test_a_refiner_is_packed_beside_the_checkpoint_and_named_in_the_config(
-    tiny_checkpoint: Path, identity_checkpoint: Path, tmp_path: Path
-) -> None:
-    spec = ArchiveSpec(identity_checkpoint, "3.0", refiner=tiny_checkpoint, export_path=tmp_path)
-    mar = build_archive(dataclasses.replace(spec, handler=HandlerSettings(kernel_aware=True)))
-    assert {"identity.pt", "refiner.pt"} <= archive_names(mar)
-    with zipfile.ZipFile(mar) as archive:
-        assert archive.read("refiner.pt") == tiny_checkpoint.read_bytes()
-    handler = yaml.safe_load(read_member(mar, "model-config.yaml"))["handler"]
-    assert (handler["kernel_aware"], handler["refiner"]) == (True, "refiner.pt")
-    record = json.loads(read_member(mar, "training.json"))
-    assert record["checkpoint"] == "identity.pt" and record["refiner"]["checkpoint"] == tiny_checkpoint.name
-    assert record["refiner"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
-
-
-def test_a_missing_refiner_is_refused(identity_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ArchiveError, match="refiner checkpoint not found"):
-        build_archive(ArchiveSpec(identity_checkpoint, "3.0", refiner=tmp_path / "nope.pt", export_path=tmp_path))
 
 
 def test_version_names_the_file(identity_checkpoint: Path, tmp_path: Path) -> None:

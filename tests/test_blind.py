@@ -8,19 +8,25 @@ import numpy as np
 import pytest
 import torch
 
-import deblur.blind as blind
+from deblur.blind import decide, deconvolve, fourier
+from deblur.blind import estimate as estimator
+from deblur.blind.settings import BlindSettings
 from deblur.imageio import to_model_range
 from deblur.metrics import psnr, to_unit_range
 from tests.conftest import discs_image, shaken_discs, textured_image
 from train.synth import BlurSettings, blur_image, rasterise_kernel, shake_trajectory
+
+SETTINGS = BlindSettings()
 
 
 def test_deconvolution_with_the_true_kernel_inverts_the_blur() -> None:
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.random((64, 80)))
     kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 9).astype(np.float64))
-    blurred = torch.fft.ifft2(torch.fft.fft2(image) * blind.kernel_otf(kernel, (64, 80))).real  # circular blur
-    restored = blind.deconvolve_sparse(blurred, kernel, fidelity=1e12)  # the data term alone: an exact inverse
+    blurred = torch.fft.ifft2(torch.fft.fft2(image) * fourier.kernel_otf(kernel, (64, 80))).real  # circular blur
+    restored = deconvolve.deconvolve_sparse(
+        blurred, kernel, SETTINGS, fidelity=1e12
+    )  # the data term alone: an exact inverse
     assert (restored - image).abs().max() < 1e-3 < 0.1 < (blurred - image).abs().max()
 
 
@@ -28,10 +34,10 @@ def test_sparse_prior_deconvolution_removes_blur_without_amplifying_noise() -> N
     rng = np.random.default_rng(1)
     sharp = torch.from_numpy(discs_image(128, seed=1)).double().mean(-1) / 255
     kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 9).astype(np.float64))
-    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * blind.kernel_otf(kernel, sharp.shape)).real
+    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * fourier.kernel_otf(kernel, sharp.shape)).real
     noisy = blurred + torch.from_numpy(rng.normal(0, 0.01, sharp.shape))
-    served = blind.deconvolve_sparse(noisy, kernel, blind.EstimatorSettings().restore_fidelity)
-    least_squares = blind.deconvolve_sparse(noisy, kernel, 1e12)  # no prior: the noise blows up
+    served = deconvolve.deconvolve_sparse(noisy, kernel, SETTINGS)
+    least_squares = deconvolve.deconvolve_sparse(noisy, kernel, SETTINGS, fidelity=1e12)  # no prior: the noise blows up
     error = {name: float((image - sharp).abs().mean()) for name, image in
              (("input", noisy), ("served", served), ("least squares", least_squares))}  # fmt: skip
     assert error["served"] < 0.6 * error["input"] < error["least squares"], error  # measured 0.010 vs 0.023
@@ -42,7 +48,7 @@ def test_gradient_shrinkage_shortens_each_vector_and_keeps_its_direction() -> No
     angles = torch.linspace(0, 2 * torch.pi, 37, dtype=torch.float64)
     lengths = torch.tensor([0.05, 0.1, 0.3, 2.0], dtype=torch.float64)[:, None]
     gx, gy = lengths * torch.cos(angles), lengths * torch.sin(angles)
-    sx, sy = blind.shrink_gradients_(gx.clone(), gy.clone(), 0.1)
+    sx, sy = deconvolve.shrink_gradients_(gx.clone(), gy.clone(), 0.1)
     expected = (lengths - 0.1).clamp(min=0).expand_as(gx)
     assert torch.allclose(torch.hypot(sx, sy), expected, atol=1e-12)
     kept = expected > 0
@@ -53,14 +59,14 @@ def test_channels_are_deconvolved_independently() -> None:
     rng = np.random.default_rng(2)
     image = torch.from_numpy(rng.random((3, 48, 56))).float()
     kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 7)).float()
-    together = blind.deconvolve_linear(image, kernel, 400.0)
-    alone = blind.deconvolve_linear(image[1:2], kernel, 400.0)
+    together = deconvolve.deconvolve_linear(image, kernel, SETTINGS, 400.0)
+    alone = deconvolve.deconvolve_linear(image[1:2], kernel, SETTINGS, 400.0)
     assert together.shape == image.shape and torch.allclose(together[1:2], alone, atol=1e-5)
 
 
 def test_smooth_wrap_keeps_the_image_and_removes_the_seam() -> None:
     image = torch.linspace(0, 1, 40 * 30, dtype=torch.float64).reshape(40, 30)  # opposite edges differ by ~1
-    wrapped = blind.wrap_smoothly(image, 8)
+    wrapped = fourier.wrap_smoothly(image, 8)
     assert torch.equal(wrapped[8:-8, 8:-8], image)
     reflected = torch.nn.functional.pad(image[None, None], (8, 8, 8, 8), mode="reflect")[0, 0]
     for padded, limit in ((wrapped, 0.15), (reflected, 0.5)):  # a ramp across the seam, or a jump of ~1
@@ -70,21 +76,21 @@ def test_smooth_wrap_keeps_the_image_and_removes_the_seam() -> None:
 
 def test_wrap_to_a_larger_shape_pads_more_after_and_stays_seamless() -> None:
     image = torch.linspace(0, 1, 40 * 30, dtype=torch.float64).reshape(40, 30)
-    wrapped = blind.wrap_smoothly(image, 8, (64, 48))  # 8 before, 16 and 10 after
+    wrapped = fourier.wrap_smoothly(image, 8, (64, 48))  # 8 before, 16 and 10 after
     assert wrapped.shape == (64, 48) and torch.equal(wrapped[8:48, 8:38], image)
     assert max((wrapped[0] - wrapped[-1]).abs().max(), (wrapped[:, 0] - wrapped[:, -1]).abs().max()) < 0.15
 
 
 def test_fft_lengths_have_only_small_prime_factors() -> None:
-    assert [blind.fft_length(n) for n in (1, 7, 2130, 1362, 801)] == [1, 8, 2160, 1440, 810]
+    assert [fourier.fft_length(n) for n in (1, 7, 2130, 1362, 801)] == [1, 8, 2160, 1440, 810]
 
 
 def test_circular_differences_match_torch_roll() -> None:
     image = torch.rand(2, 9, 7, dtype=torch.float64)
-    gx, gy = blind.gradients(image)
+    gx, gy = fourier.gradients(image)
     assert torch.equal(gx, image - torch.roll(image, 1, -1)) and torch.equal(gy, image - torch.roll(image, 1, -2))
     adjoint = (gx - torch.roll(gx, -1, -1)) + (gy - torch.roll(gy, -1, -2))
-    assert torch.equal(blind.divergence(gx, gy), adjoint)
+    assert torch.equal(fourier.divergence(gx, gy), adjoint)
 
 
 def test_components_are_8_connected_and_pruning_drops_specks() -> None:
@@ -92,22 +98,22 @@ def test_components_are_8_connected_and_pruning_drops_specks() -> None:
     kernel[2, 2:6] = 1.0  # the trajectory: a horizontal stroke...
     kernel[3, 6] = 1.0  # ...that goes on diagonally
     kernel[7, 0] = 0.2  # a faint speck apart from it
-    labels = blind.connected_components(kernel > 0)
+    labels = estimator.connected_components(kernel > 0)
     assert labels[2, 2] == labels[3, 6] != labels[7, 0] and int((labels > 0).sum()) == 6
-    pruned = blind.prune_kernel(kernel, blind.EstimatorSettings())
+    pruned = estimator.prune_kernel(kernel, BlindSettings())
     assert int((pruned > 0).sum()) == 5 and float(pruned.sum()) == pytest.approx(1.0)
 
 
 def test_blind_estimate_finds_the_shake_and_its_deconvolution_beats_the_input() -> None:
     sharp = torch.from_numpy(discs_image(192, seed=0)).double().mean(-1) / 255
     true_kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(np.random.default_rng(0)), 11).astype(np.float64))
-    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * blind.kernel_otf(true_kernel, sharp.shape)).real
-    settings = blind.EstimatorSettings(kernel_size=true_kernel.shape[0], iterations=4)
-    estimate = blind.estimate_kernel(blurred, settings)
+    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * fourier.kernel_otf(true_kernel, sharp.shape)).real
+    settings = BlindSettings(kernel_size=true_kernel.shape[0], iterations=4)
+    estimate = estimator.estimate_kernel(blurred, settings)
     delta = torch.zeros_like(true_kernel)  # what "no blur" assumes
     delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
     assert (estimate - true_kernel).norm() < 0.25 * (delta - true_kernel).norm()  # measured 0.06
-    restored = blind.deconvolve_sparse(blurred, estimate, settings.restore_fidelity)
+    restored = deconvolve.deconvolve_sparse(blurred, estimate, settings)
     inner = (slice(16, -16), slice(16, -16))
     assert (restored - sharp)[inner].abs().mean() < 0.7 * (blurred - sharp)[inner].abs().mean()  # measured 0.45
 
@@ -118,10 +124,12 @@ def test_joint_channels_find_a_shake_from_edges_between_colours_of_equal_brightn
     pattern = torch.from_numpy(discs_image(192, seed=0)).double().mean(-1) / 255
     true_kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(np.random.default_rng(0)), 11).astype(np.float64))
     sharp = torch.stack([pattern, 1 - pattern, torch.full_like(pattern, 0.5)])  # the mean is 0.5 everywhere
-    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * blind.kernel_otf(true_kernel, sharp.shape[-2:])).real
-    joint = blind.EstimatorSettings(kernel_size=true_kernel.shape[0], iterations=4, joint_channels=True)
+    blurred = torch.fft.ifft2(torch.fft.fft2(sharp) * fourier.kernel_otf(true_kernel, sharp.shape[-2:])).real
+    joint = BlindSettings(kernel_size=true_kernel.shape[0], iterations=4, joint_channels=True)
     mean_only = dataclasses.replace(joint, joint_channels=False)
-    errors = [float((blind.estimate_kernel(blurred, settings) - true_kernel).norm()) for settings in (joint, mean_only)]
+    errors = [
+        float((estimator.estimate_kernel(blurred, settings) - true_kernel).norm()) for settings in (joint, mean_only)
+    ]
     delta = torch.zeros_like(true_kernel)
     delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
     assert errors[0] < 0.25 * float((delta - true_kernel).norm()) < errors[1], errors
@@ -130,77 +138,77 @@ def test_joint_channels_find_a_shake_from_edges_between_colours_of_equal_brightn
 def test_a_flat_image_is_left_to_the_network() -> None:
     """No edges, nothing to estimate from: the estimate is no blur and is not trusted (it once raised on a NaN)."""
     flat = torch.full((3, 400, 400), -0.6)
-    restored, estimate = blind.blind_deconvolution(flat)
+    restored, estimate = decide.blind_deconvolution(flat)
     assert restored is None and estimate is not None and not estimate.trusted and estimate.spread == 0
 
 
-def deconvolve(image: np.ndarray) -> tuple[torch.Tensor | None, blind.KernelEstimate | None]:
-    return blind.blind_deconvolution(to_model_range(image), blind.EstimatorSettings(), blind.KernelGate())
+def restore_blindly(image: np.ndarray) -> tuple[torch.Tensor | None, decide.KernelEstimate | None]:
+    return decide.blind_deconvolution(to_model_range(image), SETTINGS)
 
 
 def test_a_trusted_shake_is_deconvolved_and_beats_its_input() -> None:
     sharp, blurred = shaken_discs(384, 15, seed=1)
-    deconvolved, estimate = deconvolve(blurred)
+    deconvolved, estimate = restore_blindly(blurred)
     assert estimate is not None and estimate.trusted, estimate
     assert deconvolved is not None and deconvolved.shape == (3, 384, 384) and deconvolved.abs().max() <= 1
     truth = to_unit_range(to_model_range(sharp))
     gain = psnr(to_unit_range(deconvolved), truth) - psnr(to_unit_range(to_model_range(blurred)), truth)
     assert gain > 2, f"{gain:+.2f} dB"  # measured +3.6 dB over the whole image, borders included
-    assert estimate.overshoot is not None and estimate.overshoot < blind.KernelGate().max_overshoot
+    assert estimate.overshoot is not None and estimate.overshoot < BlindSettings().max_overshoot
     assert estimate.report()["overshoot"] == pytest.approx(estimate.overshoot, rel=1e-2)
 
 
 def test_a_deconvolution_that_rings_out_of_range_is_not_used() -> None:
     """The same shake, but a gate that tolerates no light outside [0, 1]: the network must answer."""
     _, blurred = shaken_discs(384, 15, seed=1)
-    strict = dataclasses.replace(blind.KernelGate(), max_overshoot=0.0)
-    deconvolved, estimate = blind.blind_deconvolution(to_model_range(blurred), blind.EstimatorSettings(), strict)
+    strict = dataclasses.replace(BlindSettings(), max_overshoot=0.0)
+    deconvolved, estimate = decide.blind_deconvolution(to_model_range(blurred), strict)
     assert deconvolved is None and estimate is not None and not estimate.trusted
     assert estimate.overshoot is not None and estimate.overshoot > 0 and estimate.report()["used"] is False
 
 
 def test_overshoot_is_the_mean_excess_outside_the_unit_range() -> None:
     inside = torch.rand(3, 8, 8)
-    assert blind.overshoot(inside) == 0
-    assert blind.overshoot(torch.tensor([-0.5, 0.5, 1.25, 1.0])) == pytest.approx((0.5 + 0.25) / 4)
+    assert deconvolve.overshoot(inside) == 0
+    assert deconvolve.overshoot(torch.tensor([-0.5, 0.5, 1.25, 1.0])) == pytest.approx((0.5 + 0.25) / 4)
 
 
 def test_a_sharp_photo_is_left_to_the_network() -> None:
     """No shake to find: the estimate is (nearly) a delta, below the gate's spread, and nothing is deconvolved."""
     sharp = discs_image(384, seed=2)
     noisy = blur_image(sharp, np.ones((1, 1)), np.random.default_rng(2), BlurSettings())  # noise σ = 1/255 only
-    deconvolved, estimate = deconvolve(noisy)
-    assert estimate is not None and not estimate.trusted and estimate.spread < blind.KernelGate().min_spread
+    deconvolved, estimate = restore_blindly(noisy)
+    assert estimate is not None and not estimate.trusted and estimate.spread < BlindSettings().min_spread
     assert deconvolved is None
 
 
 @pytest.mark.parametrize("size", [(40, 30), (500, 300)])
 def test_images_too_small_for_a_kernel_are_not_estimated(size: tuple[int, int]) -> None:
     pixels = to_model_range(textured_image(*size))
-    assert blind.blind_deconvolution(pixels, blind.EstimatorSettings(), blind.KernelGate()) == (None, None)
+    assert decide.blind_deconvolution(pixels, SETTINGS) == (None, None)
 
 
 def test_the_centre_crop_is_taken_from_the_last_two_axes() -> None:
     image = torch.arange(4 * 10 * 6, dtype=torch.float32).reshape(4, 10, 6)
-    assert torch.equal(blind.centre_crop(image, 4), image[:, 3:7, 1:5])
-    assert torch.equal(blind.centre_crop(image, 20), image)  # smaller than the crop: all of it
+    assert torch.equal(fourier.centre_crop(image, 4), image[:, 3:7, 1:5])
+    assert torch.equal(fourier.centre_crop(image, 20), image)  # smaller than the crop: all of it
 
 
 def test_a_large_image_is_judged_on_its_centre_crop_and_deconvolved_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """The estimate's crop decides trust; only a trusted estimate pays for the whole image's deconvolution."""
     _, blurred = shaken_discs(512, 15, seed=1)
-    settings = dataclasses.replace(blind.EstimatorSettings(), crop=384, retry_crop=None)
+    settings = dataclasses.replace(BlindSettings(), crop=384, retry_crop=None)
     shapes: list[tuple[int, ...]] = []
-    deconvolve = blind.deconvolve_linear
+    original = deconvolve.deconvolve_linear
     monkeypatch.setattr(
-        blind, "deconvolve_linear", lambda image, *args: shapes.append(image.shape) or deconvolve(image, *args)
+        decide, "deconvolve_linear", lambda image, *args: shapes.append(image.shape) or original(image, *args)
     )
-    deconvolved, estimate = blind.blind_deconvolution(to_model_range(blurred), settings, blind.KernelGate())
+    deconvolved, estimate = decide.blind_deconvolution(to_model_range(blurred), settings)
     assert estimate is not None and estimate.trusted and deconvolved is not None
     assert shapes == [(3, 384, 384), (3, 512, 512)] and deconvolved.shape == (3, 512, 512)
     shapes.clear()
-    strict = dataclasses.replace(blind.KernelGate(), max_overshoot=0.0)
-    assert blind.blind_deconvolution(to_model_range(blurred), settings, strict)[0] is None
+    strict = dataclasses.replace(settings, max_overshoot=0.0)
+    assert decide.blind_deconvolution(to_model_range(blurred), strict)[0] is None
     assert shapes == [(3, 384, 384)]  # refused on the crop: the whole image is never deconvolved
 
 
@@ -208,13 +216,13 @@ def record_estimate_crops(monkeypatch: pytest.MonkeyPatch, first: torch.Tensor |
     """Patch ``estimate_kernel`` to log the side of each crop it estimates on; ``first``, if given, replaces the
     first estimate."""
     sides: list[int] = []
-    estimate = blind.estimate_kernel
+    original = estimator.estimate_kernel
 
-    def logged(image: torch.Tensor, settings: blind.EstimatorSettings) -> torch.Tensor:
+    def logged(image: torch.Tensor, settings: BlindSettings) -> torch.Tensor:
         sides.append(min(settings.crop, *image.shape[-2:]))
-        return first if first is not None and len(sides) == 1 else estimate(image, settings)
+        return first if first is not None and len(sides) == 1 else original(image, settings)
 
-    monkeypatch.setattr(blind, "estimate_kernel", logged)
+    monkeypatch.setattr(decide, "estimate_kernel", logged)
     return sides
 
 
@@ -225,8 +233,8 @@ def test_an_estimate_turned_away_is_made_again_on_the_larger_crop(monkeypatch: p
     delta = torch.zeros(41, 41, dtype=torch.float64)
     delta[20, 20] = 1
     sides = record_estimate_crops(monkeypatch, first=delta)
-    settings = dataclasses.replace(blind.EstimatorSettings(), crop=384, retry_crop=448)
-    deconvolved, estimate = blind.blind_deconvolution(to_model_range(blurred), settings, blind.KernelGate())
+    settings = dataclasses.replace(BlindSettings(), crop=384, retry_crop=448)
+    deconvolved, estimate = decide.blind_deconvolution(to_model_range(blurred), settings)
     assert sides == [384, 448]
     assert estimate is not None and estimate.trusted and estimate.attempts == 2 and estimate.report()["attempts"] == 2
     assert deconvolved is not None and deconvolved.shape == (3, 512, 512)
@@ -236,7 +244,7 @@ def test_an_estimate_turned_away_is_made_again_on_the_larger_crop(monkeypatch: p
     ("crop", "retry_crop", "max_overshoot", "expected"),
     [
         (384, 448, 0.0, [384, 448]),  # turned away, and the image reaches past the crop: one retry, no more
-        (384, 448, blind.KernelGate().max_overshoot, [384]),  # trusted at once
+        (384, 448, BlindSettings().max_overshoot, [384]),  # trusted at once
         (512, 640, 0.0, [512]),  # the whole image was already seen: a retry would repeat the estimate
         (384, None, 0.0, [384]),  # retries switched off
     ],
@@ -246,23 +254,28 @@ def test_a_retry_happens_only_where_it_can_see_more(
 ) -> None:
     _, blurred = shaken_discs(512, 15, seed=1)
     sides = record_estimate_crops(monkeypatch)
-    settings = dataclasses.replace(blind.EstimatorSettings(), crop=crop, retry_crop=retry_crop)
-    gate = dataclasses.replace(blind.KernelGate(), max_overshoot=max_overshoot)
-    _, estimate = blind.blind_deconvolution(to_model_range(blurred), settings, gate)
+    settings = dataclasses.replace(BlindSettings(), crop=crop, retry_crop=retry_crop, max_overshoot=max_overshoot)
+    _, estimate = decide.blind_deconvolution(to_model_range(blurred), settings)
     assert sides == expected
     assert estimate is not None and estimate.attempts == len(expected)
 
 
 def test_the_gate_rejects_a_diffuse_estimate() -> None:
-    blob = torch.ones(41, 41, dtype=torch.float64) / 41**2  # a spread-out blob: what failed estimates look like
-    gate = blind.KernelGate()
-    assert blind.kernel_spread(blob) > gate.min_spread and float(blob.max()) < gate.min_peak
-    assert blind.kernel_support(blob) == pytest.approx(41**2)
+    """A spread-out blob, what failed estimates look like: wide enough to pass the spread check, so the peak
+    check is what turns it away, before any deconvolution is paid for."""
+    blob = torch.ones(41, 41, dtype=torch.float64) / 41**2
+    assert estimator.kernel_spread(blob) > SETTINGS.min_spread and float(blob.max()) < SETTINGS.min_peak
+    crop = torch.rand(3, 96, 96)
+    verdict, deconvolved = decide.judge_kernel(crop, blob, SETTINGS)
+    assert not verdict.trusted and verdict.overshoot is None and deconvolved is None
+    lenient = dataclasses.replace(SETTINGS, min_peak=0.0)  # without the peak check it would be deconvolved
+    assert decide.judge_kernel(crop, blob, lenient)[1] is not None
+    assert estimator.kernel_support(blob) == pytest.approx(41**2)
 
 
 def test_linear_light_round_trip_is_exact_to_float32() -> None:
     pixels = torch.linspace(-1, 1, 3 * 16 * 16).reshape(3, 16, 16)
-    assert torch.allclose(blind.from_linear(blind.to_linear(pixels)), pixels, atol=1e-6)
+    assert torch.allclose(deconvolve.from_linear(deconvolve.to_linear(pixels, 2.2), 2.2), pixels, atol=1e-6)
 
 
 def test_restoration_does_not_depend_on_where_the_kernel_sits_in_its_window() -> None:
@@ -273,17 +286,16 @@ def test_restoration_does_not_depend_on_where_the_kernel_sits_in_its_window() ->
     right, left = torch.zeros(5, 5), torch.zeros(5, 5)
     right[2, 2:4] = 0.5
     left[2, 1:3] = 0.5
-    assert blind.kernel_centroid(right) == (0.0, 0.5) and blind.kernel_centroid(left) == (0.0, -0.5)
-    from_right, from_left = (blind.deconvolve_linear(image, kernel, 400.0) for kernel in (right, left))
+    assert fourier.kernel_centroid(right) == (0.0, 0.5) and fourier.kernel_centroid(left) == (0.0, -0.5)
+    from_right, from_left = (deconvolve.deconvolve_linear(image, kernel, SETTINGS, 400.0) for kernel in (right, left))
     assert torch.allclose(from_right, from_left, atol=1e-4)
     whole_pixel = torch.roll(left, 1, 0)  # a whole pixel off as well: still the same restoration
-    assert torch.allclose(blind.deconvolve_linear(image, whole_pixel, 400.0), from_left, atol=1e-4)
+    assert torch.allclose(deconvolve.deconvolve_linear(image, whole_pixel, SETTINGS, 400.0), from_left, atol=1e-4)
 
 
 def test_unknown_borders_restore_the_frame_edge_better_than_reflected_padding() -> None:
     """A frame cut from a larger shaken scene: near its edges the blur mixed in scene the frame does not hold.
     Holding the (reflected) padding as data pulls the border band wrong; treating it as unknown does not."""
-    fidelity = blind.EstimatorSettings().restore_fidelity
     errors = {"reflected": [], "unknown": []}
     inner_errors = {"reflected": [], "unknown": []}
     band = torch.ones(96, 96, dtype=torch.bool)
@@ -292,13 +304,13 @@ def test_unknown_borders_restore_the_frame_edge_better_than_reflected_padding() 
         rng = np.random.default_rng(seed)
         scene = torch.from_numpy(discs_image(160, seed=seed)).float().permute(2, 0, 1) / 255
         kernel = torch.from_numpy(rasterise_kernel(shake_trajectory(rng), 11)).float()
-        shaken = torch.fft.ifft2(torch.fft.fft2(scene) * blind.kernel_otf(kernel, (160, 160))).real
+        shaken = torch.fft.ifft2(torch.fft.fft2(scene) * fourier.kernel_otf(kernel, (160, 160))).real
         frame, sharp = shaken[:, 32:-32, 32:-32], scene[:, 32:-32, 32:-32]
         pad = kernel.shape[0]
-        wrapped = blind.wrap_each_smoothly(frame, pad, (96 + 2 * pad, 96 + 2 * pad))
+        wrapped = fourier.wrap_each_smoothly(frame, pad, (96 + 2 * pad, 96 + 2 * pad))
         restored = {
-            "reflected": blind.deconvolve_sparse(wrapped, kernel, fidelity)[:, pad:-pad, pad:-pad],
-            "unknown": blind.deconvolve_linear(frame, kernel, fidelity),
+            "reflected": deconvolve.deconvolve_sparse(wrapped, kernel, SETTINGS)[:, pad:-pad, pad:-pad],
+            "unknown": deconvolve.deconvolve_linear(frame, kernel, SETTINGS),
         }
         for name, image in restored.items():
             errors[name].append(float(((image - sharp)[:, band] ** 2).mean()))
@@ -319,16 +331,16 @@ def test_kernel_step_with_refilled_edges_finds_the_shake_that_zeroed_edges_miss(
         true = torch.zeros(21, 21, dtype=torch.float64)
         offset = (21 - shake.shape[0]) // 2
         true[offset : offset + shake.shape[0], offset : offset + shake.shape[1]] = shake
-        true = blind.tidy_kernel(true)
-        otf = blind.kernel_otf(true, (200, 200), half=True)
+        true = estimator.tidy_kernel(true, SETTINGS.prune_below)
+        otf = fourier.kernel_otf(true, (200, 200), half=True)
         shaken = torch.fft.irfft2(torch.fft.rfft2(scene) * otf, s=(200, 200))
         crop, sharp = shaken[40:-40, 40:-40], scene[40:-40, 40:-40]
-        inside = blind.interior(crop.shape, 21)
-        latent, blurred = blind.gradients(sharp), blind.gradients(crop)
-        zeroed = blind.kernel_from_gradients(latent, tuple(g * inside for g in blurred), 21, 0.2)
+        inside = fourier.interior(crop.shape, 21)
+        latent, blurred = fourier.gradients(sharp), fourier.gradients(crop)
+        zeroed = estimator.kernel_from_gradients(latent, tuple(g * inside for g in blurred), 21, SETTINGS)
         kernel = torch.zeros(21, 21, dtype=torch.float64)
         kernel[10, 9:12] = 1 / 3  # the estimate's usual start: a 3-px line
         for _ in range(10):
-            kernel = blind.kernel_from_gradients(latent, blurred, 21, 0.2, refill=(kernel, inside))
+            kernel = estimator.kernel_from_gradients(latent, blurred, 21, SETTINGS, refill=(kernel, inside))
         errors = float((zeroed - true).abs().sum()), float((kernel - true).abs().sum())
         assert errors[1] < 0.5 * errors[0], (seed, errors)  # measured 1.18–1.40 vs 0.22–0.39

@@ -8,11 +8,9 @@ untrained tiny model as deblur 1.0.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import struct
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,10 +20,9 @@ from PIL import Image
 
 from deblur.imageio import decode_image
 from deblur.metrics import psnr, ssim, to_unit_range
-from model_archive.build import ArchiveSpec, HandlerSettings, build_archive
-from serve import models, server
+from serve import server
 from serve.client import BackendError, TorchServeClient, read_keys
-from tests.conftest import Deployment, png_bytes, shaken_discs, textured_image
+from tests.conftest import png_bytes, shaken_discs, textured_image
 
 pytestmark = pytest.mark.e2e
 
@@ -159,27 +156,6 @@ def test_kernel_aware_request_is_deconvolved_by_the_server(torchserve: TorchServ
     )
     assert answer["kernel"]["used"] is True and answer["tiles"] == 0
     assert answer["metrics"]["psnr"] > answer["metrics"]["input_psnr"] + 2  # measured +3.6 dB in-process
-
-
-def test_an_archive_with_a_refiner_refines_the_deconvolution(
-    torchserve_deployment: Deployment, tiny_checkpoint: Path, identity_checkpoint: Path
-) -> None:
-    """The identity network with the untrained tiny one as refiner: a trusted deconvolution goes through the
-    refiner (one tile, the image changed), an image without shake through the identity network (unchanged)."""
-    client, store = torchserve_deployment.client, torchserve_deployment.store
-    spec = ArchiveSpec(identity_checkpoint, "3.0", refiner=tiny_checkpoint, export_path=store)
-    mar = build_archive(dataclasses.replace(spec, handler=HandlerSettings(kernel_aware=True)))
-    assert "deblur 3.0" in models.register(client, mar, store)
-    try:
-        _, blurred = shaken_discs(384, 15, seed=1)
-        refined = client.predict_json({"image": b64(png_bytes(blurred))}, version="3.0")
-        assert refined["kernel"]["used"] is True and refined["tiles"] == 1
-        still = textured_image(48, 32)
-        plain = client.predict_json({"image": b64(png_bytes(still))}, version="3.0")
-        assert plain["kernel"] is None and plain["tiles"] == 1
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(plain["image"])))), still)
-    finally:
-        models.unregister(client, "deblur", "3.0")
 
 
 def test_accept_header_chooses_the_output_format(torchserve: TorchServeClient, sample_png: bytes) -> None:

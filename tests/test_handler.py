@@ -21,10 +21,12 @@ from ts.utils.util import PredictionException
 
 from deblur.imageio import decode_image
 from deblur.metrics import psnr, ssim, to_unit_range
+from deblur.model import load_model
+from deblur.restore import Network, plan_restoration, run_network
+from deblur.settings import RestoreOptions, ServingSettings
 from handler.deblur_handler import METRIC_INFERENCE_MS, METRIC_MEGAPIXELS, METRIC_TILES, DeblurHandler
-from handler.pipeline import decode_request, self_ensemble
-from handler.request import DeblurRequest, RequestError, RestoreOptions, ServingDefaults
-from model_archive.build import HandlerSettings
+from handler.pipeline import prepare
+from handler.request import Request, RequestError
 from tests.conftest import discs_image, png_bytes, shaken_discs, textured_image
 
 TS_METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"  # the worker's default
@@ -105,14 +107,9 @@ def open_answer(data: bytes, fmt: str = "PNG") -> Image.Image:
 def test_initialize_uses_defaults_and_cpu(handler: DeblurHandler) -> None:
     assert handler.initialized
     assert handler.device.type == "cpu"
-    assert handler.defaults == ServingDefaults()
+    assert handler.settings == ServingSettings()
     assert (handler.model_name, handler.model_version) == ("deblur", "1.0")
-    assert not handler.model.training
-
-
-def test_archive_and_handler_agree_on_settings() -> None:
-    assert HandlerSettings.__dataclass_fields__.keys() == ServingDefaults.__dataclass_fields__.keys()
-    assert tuple(vars(HandlerSettings()).values()) == tuple(vars(ServingDefaults()).values())
+    assert handler.network.tile_batch == 1 and handler.network.device == torch.device("cpu")
 
 
 def test_png_in_same_size_png_out(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
@@ -198,15 +195,17 @@ def test_identical_ground_truth_reports_null_psnr(identity: tuple[DeblurHandler,
     assert answer["metrics"]["ssim"] == pytest.approx(1.0)
 
 
-def test_self_ensemble_is_rotation_equivariant(handler: DeblurHandler, context: Context) -> None:
+def test_self_ensemble_is_rotation_equivariant(model_dir: Path) -> None:
     """Averaging over the 8 flips/rotations makes the output commute with them; the plain model does not."""
     image = decode_image(png_bytes(textured_image(40, 24, seed=3))).pixels
     turned = torch.rot90(image, 1, dims=(-2, -1)).contiguous()
+    network = Network(load_model(model_dir / "tiny.pt"))
+    options = RestoreOptions(self_ensemble=True)
     with torch.inference_mode():
-        plain = handler.model(image[None])[0]
-        plain_turned = handler.model(turned[None])[0]
-        ensemble = self_ensemble(lambda x: handler.model(x[None])[0], image)
-        ensemble_turned = self_ensemble(lambda x: handler.model(x[None])[0], turned)
+        plain = network.predict(image[None])[0].clamp(-1, 1)
+        plain_turned = network.predict(turned[None])[0].clamp(-1, 1)
+        ensemble = run_network(network, image, plan_restoration(24, 40, options))
+        ensemble_turned = run_network(network, turned, plan_restoration(40, 24, options))
     assert not torch.allclose(torch.rot90(plain, 1, dims=(-2, -1)), plain_turned, atol=1e-3)
     assert torch.allclose(torch.rot90(ensemble, 1, dims=(-2, -1)), ensemble_turned, atol=1e-5)
 
@@ -261,7 +260,8 @@ def test_yaml_settings_override_defaults(model_dir: Path) -> None:
     context = make_context(model_dir, {"handler": {"tile_size": 32, "overlap": 8, "tile_batch": 3}})
     handler = DeblurHandler()
     handler.initialize(context)
-    assert handler.defaults == ServingDefaults(tile_size=32, overlap=8, tile_batch=3) and handler.tile_batch == 3
+    assert handler.settings == ServingSettings(tile_size=32, overlap=8, tile_batch=3)
+    assert handler.network.tile_batch == 3
     answer = run_json(handler, context, {"image": b64(png_bytes(textured_image(70, 50)))})
     assert answer["tiles"] == 3 * 2
 
@@ -299,7 +299,7 @@ def test_archive_default_kernel_aware_applies_to_every_request(model_dir: Path) 
     context = make_context(model_dir, {"handler": {"kernel_aware": True}}, checkpoint="identity.pt")
     handler = DeblurHandler()
     handler.initialize(context)
-    assert handler.defaults.kernel_aware
+    assert handler.settings.kernel_aware
     _, blurred = shaken_discs(384, 15, seed=1)
     [raw] = run(handler, context, [{"body": png_bytes(blurred)}])
     assert not np.array_equal(np.asarray(open_answer(raw)), blurred)  # deconvolved, not the identity's copy
@@ -307,38 +307,6 @@ def test_archive_default_kernel_aware_applies_to_every_request(model_dir: Path) 
     assert by_default["kernel"]["used"] is True and by_default["tiles"] == 0
     off = run_json(handler, context, {"image": b64(png_bytes(blurred)), "kernel_aware": False})
     assert "kernel" not in off and np.array_equal(np.asarray(open_answer(base64.b64decode(off["image"]))), blurred)
-
-
-def refined_handler(model_dir: Path, checkpoint: str, refiner: str) -> tuple[DeblurHandler, Context]:
-    context = make_context(model_dir, {"handler": {"kernel_aware": True, "refiner": refiner}}, checkpoint=checkpoint)
-    handler = DeblurHandler()
-    handler.initialize(context)
-    return handler, context
-
-
-def test_a_refiner_runs_on_the_trusted_deconvolution(model_dir: Path) -> None:
-    _, blurred = shaken_discs(384, 15, seed=1)
-    document = {"image": b64(png_bytes(blurred))}
-    plain = run_json(*refined_handler(model_dir, "tiny.pt", ""), document)
-    same = run_json(*refined_handler(model_dir, "tiny.pt", "identity.pt"), document)  # refines nothing away
-    refined = run_json(*refined_handler(model_dir, "identity.pt", "tiny.pt"), document)
-    assert plain["kernel"]["used"] and same["kernel"]["used"] and refined["kernel"]["used"]
-    assert (plain["tiles"], same["tiles"], refined["tiles"]) == (0, 1, 1)  # the refiner's tile, not the model's
-    assert same["image"] == plain["image"] != refined["image"]
-
-
-def test_an_untrusted_estimate_goes_to_the_network_not_the_refiner(model_dir: Path) -> None:
-    handler, context = refined_handler(model_dir, "identity.pt", "tiny.pt")
-    sharp = discs_image(384, seed=2)
-    answer = run_json(handler, context, {"image": b64(png_bytes(sharp))})
-    assert answer["kernel"]["used"] is False and answer["tiles"] == 1
-    assert np.array_equal(np.asarray(open_answer(base64.b64decode(answer["image"]))), sharp)  # the identity's copy
-
-
-@pytest.mark.parametrize(("refiner", "error"), [("missing.pt", RuntimeError), (5, ValueError)])
-def test_a_missing_or_malformed_refiner_fails_initialize(model_dir: Path, refiner: object, error: type) -> None:
-    with pytest.raises(error, match=r"missing\.pt|refiner"):
-        refined_handler(model_dir, "tiny.pt", refiner)  # type: ignore[arg-type]
 
 
 GOOD = b64(png_bytes(textured_image(24, 16)))
@@ -418,10 +386,10 @@ def test_missing_checkpoint_fails_initialize(tmp_path: Path) -> None:
 
 def test_self_ensemble_is_refused_above_its_pixel_limit() -> None:
     image = png_bytes(textured_image(40, 30))
-    ensemble = DeblurRequest(image, None, RestoreOptions(512, 64, self_ensemble=True), "png", json_response=True)
+    ensemble = Request(image, None, RestoreOptions(512, 64, self_ensemble=True), "png", json_response=True)
     with pytest.raises(RequestError, match="'self_ensemble' is limited to images of at most 1199 pixels") as info:
-        decode_request(ensemble, max_pixels=10_000, ensemble_max_pixels=1199)
+        prepare(ensemble, ServingSettings(max_pixels=10_000, ensemble_max_pixels=1199))
     assert info.value.status == 400
-    assert decode_request(ensemble, max_pixels=10_000, ensemble_max_pixels=1200).image.size == (40, 30)
-    plain = DeblurRequest(image, None, RestoreOptions(512, 64), "png", json_response=True)
-    assert decode_request(plain, max_pixels=10_000, ensemble_max_pixels=1).image.size == (40, 30)
+    assert prepare(ensemble, ServingSettings(max_pixels=10_000, ensemble_max_pixels=1200)).image.size == (40, 30)
+    plain = Request(image, None, RestoreOptions(512, 64), "png", json_response=True)
+    assert prepare(plain, ServingSettings(max_pixels=10_000, ensemble_max_pixels=1)).image.size == (40, 30)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import textured_image
 
+from deblur import runtime
 from deblur.imageio import to_model_range, to_uint8
 from deblur.model import DeblurUNet, ModelConfig
 from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
@@ -48,11 +49,13 @@ def test_fast_paths_match_fp32(model: torch.nn.Module, precision: str, channels_
     assert not np.array_equal(reference, to_uint8(to_model_range(textured_image(300, 200, seed=4))))  # model acts
 
 
-def test_precision_resolution() -> None:
+def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("fp32", torch.device("cpu")) is None
     assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
     assert resolve_precision("auto", torch.device("cuda")) is torch.float16
-    assert resolve_precision("auto", torch.device("cpu")) in (None, torch.bfloat16)
+    for native, expected in ((True, torch.bfloat16), (False, None)):  # emulated bf16 would be slower than fp32
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", torch.device("cpu")) is expected
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("int4", torch.device("cpu"))
 
@@ -71,8 +74,8 @@ def test_predictor_keeps_shape_and_returns_float32(model: torch.nn.Module) -> No
 
 
 def test_archive_precision_switch_is_validated() -> None:
-    from handler.request import ServingDefaults
+    from deblur.settings import ServingSettings
 
-    assert ServingDefaults.from_yaml({"handler": {"precision": "fp32"}}).precision == "fp32"
+    assert ServingSettings.from_yaml({"handler": {"precision": "fp32"}}).precision == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
-        ServingDefaults.from_yaml({"handler": {"precision": "fp8"}})
+        ServingSettings.from_yaml({"handler": {"precision": "fp8"}})

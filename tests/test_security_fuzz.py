@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deblur.imageio import DecodedImage, ImageError, decode_image
-from handler.pipeline import decode_request
-from handler.request import JSON_FIELDS, DeblurRequest, RequestError, ServingDefaults, parse_row
+from deblur.settings import ServingSettings
+from handler.pipeline import prepare
+from handler.request import JSON_FIELDS, Request, RequestError, parse_row
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL_CAP = 256 * 256  # keeps a mutated header that declares a large image cheap to refuse or decode
-DEFAULTS = ServingDefaults(max_pixels=SMALL_CAP)
+DEFAULTS = ServingSettings(max_pixels=SMALL_CAP)
 
 
 def seed_images() -> list[bytes]:
@@ -115,8 +116,8 @@ def test_request_parsing_and_decoding_raise_only_handler_errors(
     except RequestError as exc:
         assert exc.status == 400 and str(exc)
         return
-    assert isinstance(request, DeblurRequest) and request.output_format in ("png", "jpeg", "webp")
+    assert isinstance(request, Request) and request.output_format in ("png", "jpeg", "webp")
     try:
-        decode_request(request, SMALL_CAP)
+        prepare(request, DEFAULTS)
     except (RequestError, ImageError) as exc:
         assert 400 <= exc.status < 500 and str(exc)

@@ -2,11 +2,12 @@
 
     python -m train.evaluate --checkpoint outputs/run1/best.pt --data data/gopro/test \
         [--tile 512 --overlap 64] [--precision auto] [--skip-fraction 0.5 --seed 0] [--tlc-window 384] \
-        [--json scores.json] [--save-dir restored/]
+        [--kernel-aware [--blind-config FILE.yaml]] [--json scores.json] [--save-dir restored/]
 
 Prints per-image and mean PSNR/SSIM of the blurred input and of the restored output against the
-sharp image, and the gain. ``--skip-fraction`` leaves out the seeded share that training took for
-validation (``--val-dir test --val-fraction 0.5``), so the scores come from the held-out half.
+sharp image (``deblur.metrics``'s rule: the output rounded to 8 bits), and the gain. ``--skip-fraction``
+leaves out the seeded share that training took for validation (``--val-dir test --val-fraction 0.5``),
+so the scores come from the held-out half.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from PIL import Image
-from torch import nn
 
-from deblur.blind import blind_deconvolution
+from deblur.blind.settings import BlindSettings
 from deblur.imageio import to_uint8
-from deblur.metrics import psnr, ssim, to_unit_range
-from deblur.model import ModelConfig, build_model, load_model, read_checkpoint
-from deblur.runtime import PRECISIONS, make_predictor
-from deblur.tiling import Predictor, restore_tiled
+from deblur.metrics import score_restoration
+from deblur.model import load_model
+from deblur.restore import Network, restore_image
+from deblur.runtime import make_predictor
+from deblur.settings import PRECISIONS, RestoreOptions
 from train.config import BLUR_KINDS
 from train.data import FrameDataset, Pair, check_pairs, find_pairs, split_off
 
@@ -42,70 +44,38 @@ class ImageScore:
     input_ssim: float
     output_psnr: float
     output_ssim: float
+    path: str = "network"  # what answered: "network" or "deconvolution"
 
     @property
     def gain(self) -> float:
         return self.output_psnr - self.input_psnr
 
 
-def load_for_evaluation(checkpoint: Path, device: torch.device, tlc_window: int | None) -> nn.Module:
-    """``load_model`` as the handler does; ``tlc_window`` (NAFNet) overrides the stored TLC setting."""
-    if tlc_window is None:
-        return load_model(checkpoint, device)
-    payload = read_checkpoint(checkpoint)
-    config = dataclasses.replace(ModelConfig.from_dict(payload["model_config"]), tlc_window=tlc_window)
-    model = build_model(config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
-    return model.to(device).eval()
-
-
 def score_pairs(
-    predict: Predictor,
+    network: Network,
     pairs: list[Pair],
-    tile: int,
-    overlap: int,
-    device: torch.device,
+    options: RestoreOptions,
     save_dir: Path | None = None,
-    kernel_aware: bool = False,
-    refine: Predictor | None = None,
+    blind: BlindSettings = BlindSettings(),
 ) -> list[ImageScore]:
-    """Each pair through ``restore_tiled`` and clamping, as the handler restores a request.
+    """Each pair through ``restore_image``, as the handler restores a request with ``options``.
 
-    With ``kernel_aware``, as a request with that field: a trusted blind deconvolution replaces the network,
-    refined by ``refine`` when there is one (as in an archive built with ``--refiner``).
     With ``save_dir`` each restored image is also written there as ``<name>.png`` (8-bit, as served).
     """
     frames = FrameDataset(pairs)
     scores = []
     for index, (blur, sharp) in enumerate(frames):
-        restored = restore_pair(predict, blur, tile, overlap, device, kernel_aware, refine)
+        with torch.inference_mode():
+            restored, report = restore_image(blur, options, network, blind)
+        if report.kernel is not None:
+            log.info("kernel: %s", report.kernel.report())
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(to_uint8(restored)).save(save_dir / f"{frames.name(index)}.png")
-        reference, before, after = to_unit_range(sharp), to_unit_range(blur), to_unit_range(restored)
-        input_scores = psnr(before, reference), ssim(before, reference)
-        scores.append(ImageScore(frames.name(index), *input_scores, psnr(after, reference), ssim(after, reference)))
-        log.info("%s: %.2f → %.2f dB", scores[-1].name, scores[-1].input_psnr, scores[-1].output_psnr)
+        s = score_restoration(restored, sharp, blur)
+        scores.append(ImageScore(frames.name(index), s.input_psnr, s.input_ssim, s.psnr, s.ssim, report.path))
+        log.info("%s: %.2f → %.2f dB (%s)", scores[-1].name, s.input_psnr, s.psnr, report.path)
     return scores
-
-
-def restore_pair(
-    predict: Predictor,
-    blur: torch.Tensor,
-    tile: int,
-    overlap: int,
-    device: torch.device,
-    kernel_aware: bool,
-    refine: Predictor | None = None,
-) -> torch.Tensor:
-    if kernel_aware:
-        deconvolved, estimate = blind_deconvolution(blur)
-        log.info("kernel: %s", "image too small" if estimate is None else estimate.report())
-        if deconvolved is not None:
-            if refine is None:
-                return deconvolved
-            predict, blur = refine, deconvolved
-    return restore_tiled(predict, blur, tile, overlap, device=device).clamp(-1, 1)
 
 
 def summary(scores: list[ImageScore]) -> dict[str, float]:
@@ -148,8 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "where the device runs it natively, else fp32")  # fmt: skip
     parser.add_argument("--kernel-aware", action="store_true", help="as the request field kernel_aware: "
                         "deconvolve a trusted blind kernel estimate instead of running the network")  # fmt: skip
-    parser.add_argument("--refiner", type=Path, help="with --kernel-aware: checkpoint of a network that refines "
-                        "each trusted deconvolution, as an archive built with --refiner")  # fmt: skip
+    parser.add_argument("--blind-config", type=Path, help="YAML overrides of deblur.blind.settings.BlindSettings")
     parser.add_argument("--json", type=Path, help="also write per-image and mean scores here")
     parser.add_argument("--save-dir", type=Path, help="also write each restored image here as <name>.png")
     return parser.parse_args(argv)
@@ -164,19 +133,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pairs = pairs[: args.max_images or None]
     check_pairs(pairs)
     device = torch.device(args.device)
-    model = load_for_evaluation(args.checkpoint, device, args.tlc_window)
-    predict = make_predictor(model, device, args.precision)
-    refine = None
-    if args.refiner is not None:
-        refine = make_predictor(load_for_evaluation(args.refiner, device, args.tlc_window), device, args.precision)
-    scores = score_pairs(predict, pairs, args.tile, args.overlap, device, args.save_dir, args.kernel_aware, refine)
+    model = load_model(args.checkpoint, device, args.tlc_window)
+    network = Network(make_predictor(model, device, args.precision), 1, device)
+    options = RestoreOptions(args.tile, args.overlap, kernel_aware=args.kernel_aware)
+    blind = BlindSettings.from_mapping(yaml.safe_load(args.blind_config.read_text()) if args.blind_config else {})
+    scores = score_pairs(network, pairs, options, args.save_dir, blind)
     sys.stdout.write(format_report(scores) + "\n")
     means = summary(scores)
     if args.json:
         images = [dataclasses.asdict(s) | {"gain": s.gain} for s in scores]
         settings = {"checkpoint": str(args.checkpoint), "data": str(args.data)}
         settings |= {"tile": args.tile, "overlap": args.overlap, "precision": args.precision}
-        settings |= {"kernel_aware": args.kernel_aware, "refiner": args.refiner and str(args.refiner)}
+        settings |= {"kernel_aware": args.kernel_aware, "blind_config": args.blind_config and str(args.blind_config)}
         args.json.write_text(json.dumps(settings | {"mean": means, "images": images}, indent=2))
     return means
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from deblur.imageio import to_uint8
-from deblur.metrics import psnr, ssim, to_unit_range
+from deblur.metrics import score_restoration
 from deblur.model import ModelConfig, build_model, count_parameters, read_checkpoint, save_checkpoint
 from deblur.runtime import cpu_has_native_bf16
 from deblur.tiling import restore_tiled
@@ -209,10 +209,10 @@ def evaluate(
     for index, (blur, sharp) in enumerate(frames):
         restored = restore_tiled(model, blur, config.val_tile, config.val_overlap, device=device).clamp(-1, 1)
         scores["val_loss"].append(loss_fn(restored[None], sharp[None]).item())
-        out01, ref01 = to_unit_range(restored), to_unit_range(sharp)
-        scores["psnr"].append(psnr(out01, ref01))
-        scores["ssim"].append(ssim(out01, ref01))
-        scores["input_psnr"].append(psnr(to_unit_range(blur), ref01))
+        scored = score_restoration(restored, sharp, blur)  # the served rule: the output rounded to 8 bits
+        scores["psnr"].append(scored.psnr)
+        scores["ssim"].append(scored.ssim)
+        scores["input_psnr"].append(scored.input_psnr)
         if keep_samples and index < config.num_samples:
             samples.append((frames.name(index), sample_strip(blur, restored, sharp)))
     means = {name: float(np.mean(values)) for name, values in scores.items()}

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deblur.blind import GAMMA  # blur in (approximately) linear light, as deblur.blind inverts it
 from deblur.files import IMAGE_SUFFIXES, list_images
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,7 @@ class BlurSettings:
     noise_sigma: float = 1.0 / 255  # on [0, 1] values
     jpeg_probability: float = 0.0
     jpeg_quality: tuple[int, int] = (70, 95)
+    gamma: float = 2.2  # the blur mixes stored values raised to this power (light, approximately; 1: stored values)
 
 
 def shake_trajectory(rng: np.random.Generator, steps: int = 64) -> np.ndarray:
@@ -91,14 +91,14 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out[2 * pad : 2 * pad + image.shape[0], 2 * pad : 2 * pad + image.shape[1]]
 
 
-def to_linear(image: np.ndarray) -> np.ndarray:
+def to_linear(image: np.ndarray, gamma: float) -> np.ndarray:
     """uint8 sRGB-like values → float64 linear light in [0, 1], the space the blur is applied in."""
-    return (image.astype(np.float64) / 255.0) ** GAMMA
+    return (image.astype(np.float64) / 255.0) ** gamma
 
 
 def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, settings: BlurSettings) -> np.ndarray:
     """(H, W, 3) uint8 sharp → uint8 blurred with ``kernel``, noise and optional JPEG."""
-    blurred = np.clip(convolve(to_linear(sharp), kernel), 0, 1) ** (1 / GAMMA)
+    blurred = np.clip(convolve(to_linear(sharp, settings.gamma), kernel), 0, 1) ** (1 / settings.gamma)
     blurred = blurred + rng.normal(0, settings.noise_sigma, blurred.shape)
     result = (np.clip(blurred, 0, 1) * 255).round().astype(np.uint8)
     if rng.random() < settings.jpeg_probability:
