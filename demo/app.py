@@ -20,12 +20,9 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-import torch
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
-from deblur.imageio import ImageError, open_image
-from deblur.metrics import psnr, ssim
 from demo.backend import (
     BackendStatus,
     QualityReport,
@@ -35,6 +32,7 @@ from demo.backend import (
     restore,
 )
 from demo.feedback import FeedbackCase, FeedbackStore, default_db_path
+from demo.images import ImageError, open_image
 from serve.client import BackendError, TorchServeClient
 
 __all__ = ["QualityReport", "build_demo", "deblur_images", "launch_demo"]
@@ -47,9 +45,7 @@ QUEUE_CONCURRENCY = 2
 QUEUE_MAX_SIZE = 20
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 NO_GROUND_TRUTH_NOTE = "*Add the sharp original as ground truth to see how much the image improved.*"
-LEGACY_NOTE = (
-    "*This server answers with a plain PNG (an older handler): tile size, overlap and self-ensemble were not applied.*"
-)
+NO_SERVER_METRICS_NOTE = "*The server sent no PSNR/SSIM for this ground truth.*"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # Encoder options for the download in the upload's own format (PNG is the server's bytes, untouched).
 SAVE_OPTIONS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "TIFF": {}, "BMP": {}}
@@ -101,7 +97,6 @@ class DeblurOutcome:
     details: str  # Markdown: model version, tiles, server timing
     download: Path  # the restored image in the upload's format and size
     draft: FeedbackDraft
-    structured: bool  # False: an older server that ignored the options
 
 
 def user_error(message: str) -> gr.Error:
@@ -171,21 +166,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_unit_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image → (3, H, W) float32 RGB in [0, 1], the protocol of ``deblur.metrics``."""
-    return torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1).float().div(255.0)
-
-
-def compare_to_ground_truth(blurred: Image.Image, output: Image.Image, ground_truth: Image.Image) -> QualityReport:
-    target, before, after = (to_unit_tensor(image) for image in (ground_truth, blurred, output))
-    return QualityReport(
-        psnr_input=psnr(before, target),
-        psnr_output=psnr(after, target),
-        ssim_input=ssim(before, target),
-        ssim_output=ssim(after, target),
-    )
-
-
 def format_number(value: float, digits: int, signed: bool = False) -> str:
     if math.isnan(value):  # e.g. a gain of ∞ - ∞ when both images equal the ground truth
         return "—"
@@ -211,26 +191,23 @@ def format_details(answer: Restoration, settings: RestoreSettings, metrics_sourc
     """One Markdown paragraph: which model ran, how, and how long each step took."""
     version = answer.model_version or settings.version or "default"
     parts = [f"**Model** {version}", f"round trip {answer.round_trip_ms:,.0f} ms"]
-    if answer.structured:
-        timing = answer.timing_ms
-        if timing:
-            steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
-            parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
-        if answer.kernel is not None and answer.kernel["used"]:
-            spread = answer.kernel.get("spread_px")
-            refined = f"refined by the network in {tiles_phrase(answer.tiles)}" if answer.tiles else "no network"
-            parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), {refined}")
-        elif answer.tiles is not None:
-            parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
-            if answer.kernel is not None:
-                parts.insert(2, "shake estimate not trusted: the network answered")
-        if settings.self_ensemble:
-            parts.insert(1, "self-ensemble ×8")
+    timing = answer.timing_ms
+    if timing:
+        steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
+        parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
+    if answer.kernel is not None and answer.kernel["used"]:
+        spread = answer.kernel.get("spread_px")
+        refined = f"refined by the network in {tiles_phrase(answer.tiles)}" if answer.tiles else "no network"
+        parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), {refined}")
+    elif answer.tiles is not None:
+        parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
+        if answer.kernel is not None:
+            parts.insert(2, "shake estimate not trusted: the network answered")
+    if settings.self_ensemble:
+        parts.insert(1, "self-ensemble ×8")
     lines = [" · ".join(parts)]
     if metrics_source:
         lines.append(f"*Metrics computed {metrics_source}.*")
-    if not answer.structured:
-        lines.append(LEGACY_NOTE)
     return "\n\n".join(lines)
 
 
@@ -271,16 +248,13 @@ def ensure_dir(path: str) -> str:
     return path
 
 
-def quality_markdown(
-    blurred: Upload, target: Upload | None, answer: Restoration, restored: Image.Image, progress: ProgressFn
-) -> tuple[str, str | None]:
-    """(metrics Markdown, where they were computed) — the server's numbers when it sent them."""
+def quality_markdown(target: Upload | None, answer: Restoration) -> tuple[str, str | None]:
+    """(metrics Markdown, where they were computed): the server measures, the page only shows."""
     if target is None:
         return NO_GROUND_TRUTH_NOTE, None
-    if answer.metrics is not None:
-        return format_report(answer.metrics), "by the server"
-    progress(0.9, desc="Measuring PSNR and SSIM")
-    return format_report(compare_to_ground_truth(blurred.image, restored, target.image)), "in the page"
+    if answer.metrics is None:
+        return NO_SERVER_METRICS_NOTE, None
+    return format_report(answer.metrics), "by the server"
 
 
 def deblur_images(
@@ -304,18 +278,18 @@ def deblur_images(
     progress(0.15, desc=f"Restoring {width}×{height} px on the server")
     answer, restored = request_restoration(client, blurred, target, settings)
     check_same_size(restored, blurred.image, "The deblurring server returned an image of another size")
-    metrics, source = quality_markdown(blurred, target, answer, restored, progress)
+    metrics, source = quality_markdown(target, answer)
     as_sent, download = write_results(blurred, answer, restored)
     draft = FeedbackDraft(
         input_path=str(blurred.path),
         output_path=str(as_sent),
         ground_truth_path=str(target.path) if target else None,
         model_version=answer.model_version or settings.version,
-        settings=asdict(settings) | {"server_contract": "json" if answer.structured else "png"},
+        settings=asdict(settings),
     )
     slider = (displayable(blurred.image), displayable(restored))
     details = format_details(answer, settings, source)
-    return DeblurOutcome(slider, metrics, details, download, draft, answer.structured)
+    return DeblurOutcome(slider, metrics, details, download, draft)
 
 
 def backend_health(status: BackendStatus) -> str:
@@ -374,12 +348,12 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
         overlap: float = 64,
         self_ensemble: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented way to ask for progress)
-    ) -> tuple[SliderValue, str, str, str, FeedbackDraft, bool]:
+    ) -> tuple[SliderValue, str, str, str, FeedbackDraft]:
         """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM."""
         settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble))
         outcome = deblur_images(client, blurred, ground_truth, settings, progress)
         download = str(outcome.download)
-        return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft, outcome.structured
+        return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft
 
     def health() -> tuple[str, gr.Dropdown]:
         """Whether the TorchServe backend is reachable, has ready workers, and which model versions it has."""
@@ -387,9 +361,9 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
         choices, value = version_choices(status)
         return backend_health(status), gr.Dropdown(choices=choices, value=value)
 
-    def after_run(structured: bool) -> tuple[gr.Accordion, gr.Button, gr.Button, str, str]:
-        # An older server ignores the options: hide them rather than pretend. Feedback opens for the new result.
-        return gr.Accordion(visible=structured), gr.Button(interactive=True), gr.Button(interactive=True), "", ""
+    def after_run() -> tuple[gr.Button, gr.Button, str, str]:
+        # Feedback opens for the new result.
+        return gr.Button(interactive=True), gr.Button(interactive=True), "", ""
 
     def rate(verdict: str) -> Callable[[FeedbackDraft | None, str], tuple[str, gr.Button, gr.Button]]:
         def handler(draft: FeedbackDraft | None, comment: str) -> tuple[str, gr.Button, gr.Button]:
@@ -432,7 +406,7 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
                     info="Compare versions on the same image",
                     elem_id="version",
                 )
-                with gr.Accordion("Advanced", open=False) as advanced:
+                with gr.Accordion("Advanced", open=False):
                     tile_size = gr.Slider(128, 1024, value=512, step=64, label="Tile size (px)")
                     overlap = gr.Slider(0, 256, value=64, step=16, label="Tile overlap (px)")
                     self_ensemble = gr.Checkbox(label="Self-ensemble (8 flips/rotations, slower, a bit sharper)")
@@ -459,15 +433,14 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
                         thumbs_down = gr.Button("👎 Bad", interactive=False, elem_id="thumbs-down")
                 feedback_status = gr.Markdown(elem_id="feedback-status")
         draft = gr.State(None)
-        structured = gr.State(True)
 
         inputs = [blurred, ground_truth, version, tile_size, overlap, self_ensemble]
-        outputs = [slider, metrics, details, download, draft, structured]
+        outputs = [slider, metrics, details, download, draft]
         event = run.click(deblur, inputs, outputs, api_name="deblur", show_progress_on=slider)
         event.success(
             after_run,
-            structured,
-            [advanced, thumbs_up, thumbs_down, feedback_status, comment],
+            None,
+            [thumbs_up, thumbs_down, feedback_status, comment],
             api_visibility="private",
             queue=False,
         )
