@@ -22,6 +22,10 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo.backend import (
     BackendStatus,
@@ -33,13 +37,13 @@ from demo.backend import (
 )
 from demo.feedback import FeedbackCase, FeedbackStore, default_db_path
 from demo.images import ImageError, open_image
+from demo.limits import MAX_FILE_SIZE, MULTIPART_SLACK_BYTES, Limits, make_room, megabytes
 from serve.client import BackendError, TorchServeClient
 
-__all__ = ["QualityReport", "build_demo", "deblur_images", "launch_demo"]
+__all__ = ["MAX_FILE_SIZE", "Limits", "QualityReport", "build_demo", "deblur_images", "launch_demo"]
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_SIZE = "50mb"
 # TorchServe does the heavy work; a couple of requests in flight keep it busy without piling up here.
 QUEUE_CONCURRENCY = 2
 QUEUE_MAX_SIZE = 20
@@ -143,6 +147,23 @@ def request_restoration(
         raise user_error(f"The deblurring server did not answer with an image: {exc}") from exc
 
 
+def check_request_budget(paths: list[str | Path], limits: Limits) -> None:
+    """The uploads of one restoration (blurred image + ground truth) against the per-request budget."""
+    total = sum(Path(path).stat().st_size for path in paths)
+    if total > limits.request_bytes:
+        raise user_error(
+            f"The images of this request are {megabytes(total)} in all (blurred image and ground truth); "
+            f"one request may carry at most {megabytes(limits.request_bytes)}: send smaller files."
+        )
+
+
+def storage_full(limits: Limits) -> gr.Error:
+    return user_error(
+        f"The demo's temporary storage is full ({megabytes(limits.temp_bytes)} of uploads and results "
+        "still in use); please try again in a few minutes."
+    )
+
+
 def check_settings(settings: RestoreSettings) -> None:
     """The server's tiling rule, checked here so the sentence can talk about the sliders."""
     if not 0 <= settings.overlap <= settings.tile_size // 2:
@@ -232,9 +253,18 @@ def encode_like(image: Image.Image, fmt: str) -> bytes:
     raise user_error(f"The restored image cannot be saved as {fmt}.")
 
 
-def write_results(blurred: Upload, answer: Restoration, restored: Image.Image) -> tuple[Path, Path]:
-    """(restored image as the server sent it, download in the upload's format) in a fresh temp dir."""
-    folder = Path(tempfile.mkdtemp(prefix="deblur-", dir=ensure_dir(get_upload_folder())))
+def write_results(
+    blurred: Upload, target: Upload | None, answer: Restoration, restored: Image.Image, limits: Limits
+) -> tuple[Path, Path]:
+    """(restored image as the server sent it, download in the upload's format) in a fresh temp dir.
+
+    Room is made first: the temp folder's oldest uploads and results go (not this request's uploads).
+    """
+    root = Path(ensure_dir(get_upload_folder()))
+    keep = [blurred.path] + ([target.path] if target else [])
+    if not make_room(root, 2 * len(answer.image), limits.temp_bytes, keep):
+        raise storage_full(limits)
+    folder = Path(tempfile.mkdtemp(prefix="deblur-", dir=root))
     as_sent = folder / f"restored.{(restored.format or 'png').lower()}"
     as_sent.write_bytes(answer.image)
     fmt = blurred.format if blurred.format in EXTENSIONS else "PNG"
@@ -263,11 +293,13 @@ def deblur_images(
     ground_truth_path: str | Path | None = None,
     settings: RestoreSettings | None = None,
     progress: ProgressFn = no_progress,
+    limits: Limits | None = None,
 ) -> DeblurOutcome:
     """Deblur the uploaded file; with a ground truth of the same size, also report PSNR and SSIM."""
-    settings = settings or RestoreSettings()
+    settings, limits = settings or RestoreSettings(), limits or Limits()
     if not blurred_path:
         raise user_error("Upload a blurred image first (or pick one of the examples).")
+    check_request_budget([blurred_path, *([ground_truth_path] if ground_truth_path else [])], limits)
     progress(0.05, desc="Reading the images")
     blurred = load_upload(blurred_path, "blurred")
     target = load_upload(ground_truth_path, "ground-truth") if ground_truth_path else None
@@ -279,7 +311,7 @@ def deblur_images(
     answer, restored = request_restoration(client, blurred, target, settings)
     check_same_size(restored, blurred.image, "The deblurring server returned an image of another size")
     metrics, source = quality_markdown(target, answer)
-    as_sent, download = write_results(blurred, answer, restored)
+    as_sent, download = write_results(blurred, target, answer, restored, limits)
     draft = FeedbackDraft(
         input_path=str(blurred.path),
         output_path=str(as_sent),
@@ -336,9 +368,12 @@ CSS = """
 """
 
 
-def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = None) -> gr.Blocks:
+def build_demo(
+    client: TorchServeClient, feedback_store: FeedbackStore | None = None, limits: Limits | None = None
+) -> gr.Blocks:
     """The page, wired to ``client``; ``/deblur`` and ``/health`` are also API endpoints."""
     store = feedback_store or FeedbackStore(default_db_path())
+    limits = limits or Limits()
 
     def deblur(
         blurred: str | None,
@@ -351,7 +386,7 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
     ) -> tuple[SliderValue, str, str, str, FeedbackDraft]:
         """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM."""
         settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble))
-        outcome = deblur_images(client, blurred, ground_truth, settings, progress)
+        outcome = deblur_images(client, blurred, ground_truth, settings, progress, limits)
         download = str(outcome.download)
         return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft
 
@@ -453,6 +488,46 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
     return demo
 
 
+class UploadBudget:
+    """ASGI middleware in front of Gradio: a request body over the per-request budget gets 413 before
+    any of it is stored, and an upload first makes room in the temp folder (507 when it stays full)."""
+
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        budget = self.limits.request_bytes + MULTIPART_SLACK_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        length = int(declared) if declared.isdigit() else None
+        if length is not None and length > budget:
+            message = f"One request may carry at most {megabytes(self.limits.request_bytes)} of files."
+            await PlainTextResponse(message, status_code=413)(scope, receive, send)
+            return
+        if scope["path"].rstrip("/").endswith("/upload"):
+            root = Path(get_upload_folder())
+            if not await run_in_threadpool(make_room, root, length or 0, self.limits.temp_bytes):
+                await PlainTextResponse(storage_full(self.limits).message, status_code=507)(scope, receive, send)
+                return
+        if length is not None:
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:  # no Content-Length (chunked): stop reading past the budget
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > budget:
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def launch_demo(
     demo: gr.Blocks,
     host: str = "127.0.0.1",
@@ -461,14 +536,16 @@ def launch_demo(
     prevent_thread_lock: bool = False,
     quiet: bool = False,
     blocked_paths: list[str] | None = None,
+    limits: Limits | None = None,
 ) -> str:
-    """Serve ``demo`` with a bounded queue and an upload size cap; returns the local URL.
+    """Serve ``demo`` with a bounded queue, a per-file and a per-request upload cap; returns the local URL.
 
     Gradio serves only its upload/cache folder (plus ``allowed_paths``, which we leave empty);
     ``blocked_paths`` additionally fences off folders such as TorchServe's key file and the feedback DB.
     """
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     _, local_url, _ = demo.launch(
+        app_kwargs={"middleware": [Middleware(UploadBudget, limits=limits or Limits())]},
         server_name=host,
         server_port=port,
         max_file_size=max_file_size,
