@@ -20,12 +20,13 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-import torch
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deblur.imageio import ImageError, open_image
-from deblur.metrics import psnr, ssim
 from demo.backend import (
     BackendStatus,
     QualityReport,
@@ -35,21 +36,20 @@ from demo.backend import (
     restore,
 )
 from demo.feedback import FeedbackCase, FeedbackStore, default_db_path
+from demo.images import ImageError, open_image
+from demo.limits import MAX_FILE_SIZE, MULTIPART_SLACK_BYTES, Limits, make_room, megabytes
 from serve.client import BackendError, TorchServeClient
 
-__all__ = ["QualityReport", "build_demo", "deblur_images", "launch_demo"]
+__all__ = ["MAX_FILE_SIZE", "Limits", "QualityReport", "build_demo", "deblur_images", "launch_demo"]
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_SIZE = "50mb"
 # TorchServe does the heavy work; a couple of requests in flight keep it busy without piling up here.
 QUEUE_CONCURRENCY = 2
 QUEUE_MAX_SIZE = 20
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 NO_GROUND_TRUTH_NOTE = "*Add the sharp original as ground truth to see how much the image improved.*"
-LEGACY_NOTE = (
-    "*This server answers with a plain PNG (an older handler): tile size, overlap and self-ensemble were not applied.*"
-)
+NO_SERVER_METRICS_NOTE = "*The server sent no PSNR/SSIM for this ground truth.*"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # Encoder options for the download in the upload's own format (PNG is the server's bytes, untouched).
 SAVE_OPTIONS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "TIFF": {}, "BMP": {}}
@@ -101,7 +101,6 @@ class DeblurOutcome:
     details: str  # Markdown: model version, tiles, server timing
     download: Path  # the restored image in the upload's format and size
     draft: FeedbackDraft
-    structured: bool  # False: an older server that ignored the options
 
 
 def user_error(message: str) -> gr.Error:
@@ -148,6 +147,23 @@ def request_restoration(
         raise user_error(f"The deblurring server did not answer with an image: {exc}") from exc
 
 
+def check_request_budget(paths: list[str | Path], limits: Limits) -> None:
+    """The uploads of one restoration (blurred image + ground truth) against the per-request budget."""
+    total = sum(Path(path).stat().st_size for path in paths)
+    if total > limits.request_bytes:
+        raise user_error(
+            f"The images of this request are {megabytes(total)} in all (blurred image and ground truth); "
+            f"one request may carry at most {megabytes(limits.request_bytes)}: send smaller files."
+        )
+
+
+def storage_full(limits: Limits) -> gr.Error:
+    return user_error(
+        f"The demo's temporary storage is full ({megabytes(limits.temp_bytes)} of uploads and results "
+        "still in use); please try again in a few minutes."
+    )
+
+
 def check_settings(settings: RestoreSettings) -> None:
     """The server's tiling rule, checked here so the sentence can talk about the sliders."""
     if not 0 <= settings.overlap <= settings.tile_size // 2:
@@ -169,21 +185,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         gray = (np.asarray(image, dtype=np.float32) / 257.0).clip(0, 255).round().astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     return image.convert("RGB")
-
-
-def to_unit_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image → (3, H, W) float32 RGB in [0, 1], the protocol of ``deblur.metrics``."""
-    return torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1).float().div(255.0)
-
-
-def compare_to_ground_truth(blurred: Image.Image, output: Image.Image, ground_truth: Image.Image) -> QualityReport:
-    target, before, after = (to_unit_tensor(image) for image in (ground_truth, blurred, output))
-    return QualityReport(
-        psnr_input=psnr(before, target),
-        psnr_output=psnr(after, target),
-        ssim_input=ssim(before, target),
-        ssim_output=ssim(after, target),
-    )
 
 
 def format_number(value: float, digits: int, signed: bool = False) -> str:
@@ -211,26 +212,23 @@ def format_details(answer: Restoration, settings: RestoreSettings, metrics_sourc
     """One Markdown paragraph: which model ran, how, and how long each step took."""
     version = answer.model_version or settings.version or "default"
     parts = [f"**Model** {version}", f"round trip {answer.round_trip_ms:,.0f} ms"]
-    if answer.structured:
-        timing = answer.timing_ms
-        if timing:
-            steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
-            parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
-        if answer.kernel is not None and answer.kernel["used"]:
-            spread = answer.kernel.get("spread_px")
-            refined = f"refined by the network in {tiles_phrase(answer.tiles)}" if answer.tiles else "no network"
-            parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), {refined}")
-        elif answer.tiles is not None:
-            parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
-            if answer.kernel is not None:
-                parts.insert(2, "shake estimate not trusted: the network answered")
-        if settings.self_ensemble:
-            parts.insert(1, "self-ensemble ×8")
+    timing = answer.timing_ms
+    if timing:
+        steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
+        parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
+    if answer.kernel is not None and answer.kernel["used"]:
+        spread = answer.kernel.get("spread_px")
+        refined = f"refined by the network in {tiles_phrase(answer.tiles)}" if answer.tiles else "no network"
+        parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), {refined}")
+    elif answer.tiles is not None:
+        parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
+        if answer.kernel is not None:
+            parts.insert(2, "shake estimate not trusted: the network answered")
+    if settings.self_ensemble:
+        parts.insert(1, "self-ensemble ×8")
     lines = [" · ".join(parts)]
     if metrics_source:
         lines.append(f"*Metrics computed {metrics_source}.*")
-    if not answer.structured:
-        lines.append(LEGACY_NOTE)
     return "\n\n".join(lines)
 
 
@@ -255,9 +253,18 @@ def encode_like(image: Image.Image, fmt: str) -> bytes:
     raise user_error(f"The restored image cannot be saved as {fmt}.")
 
 
-def write_results(blurred: Upload, answer: Restoration, restored: Image.Image) -> tuple[Path, Path]:
-    """(restored image as the server sent it, download in the upload's format) in a fresh temp dir."""
-    folder = Path(tempfile.mkdtemp(prefix="deblur-", dir=ensure_dir(get_upload_folder())))
+def write_results(
+    blurred: Upload, target: Upload | None, answer: Restoration, restored: Image.Image, limits: Limits
+) -> tuple[Path, Path]:
+    """(restored image as the server sent it, download in the upload's format) in a fresh temp dir.
+
+    Room is made first: the temp folder's oldest uploads and results go (not this request's uploads).
+    """
+    root = Path(ensure_dir(get_upload_folder()))
+    keep = [blurred.path] + ([target.path] if target else [])
+    if not make_room(root, 2 * len(answer.image), limits.temp_bytes, keep):
+        raise storage_full(limits)
+    folder = Path(tempfile.mkdtemp(prefix="deblur-", dir=root))
     as_sent = folder / f"restored.{(restored.format or 'png').lower()}"
     as_sent.write_bytes(answer.image)
     fmt = blurred.format if blurred.format in EXTENSIONS else "PNG"
@@ -271,16 +278,13 @@ def ensure_dir(path: str) -> str:
     return path
 
 
-def quality_markdown(
-    blurred: Upload, target: Upload | None, answer: Restoration, restored: Image.Image, progress: ProgressFn
-) -> tuple[str, str | None]:
-    """(metrics Markdown, where they were computed) — the server's numbers when it sent them."""
+def quality_markdown(target: Upload | None, answer: Restoration) -> tuple[str, str | None]:
+    """(metrics Markdown, where they were computed): the server measures, the page only shows."""
     if target is None:
         return NO_GROUND_TRUTH_NOTE, None
-    if answer.metrics is not None:
-        return format_report(answer.metrics), "by the server"
-    progress(0.9, desc="Measuring PSNR and SSIM")
-    return format_report(compare_to_ground_truth(blurred.image, restored, target.image)), "in the page"
+    if answer.metrics is None:
+        return NO_SERVER_METRICS_NOTE, None
+    return format_report(answer.metrics), "by the server"
 
 
 def deblur_images(
@@ -289,11 +293,13 @@ def deblur_images(
     ground_truth_path: str | Path | None = None,
     settings: RestoreSettings | None = None,
     progress: ProgressFn = no_progress,
+    limits: Limits | None = None,
 ) -> DeblurOutcome:
     """Deblur the uploaded file; with a ground truth of the same size, also report PSNR and SSIM."""
-    settings = settings or RestoreSettings()
+    settings, limits = settings or RestoreSettings(), limits or Limits()
     if not blurred_path:
         raise user_error("Upload a blurred image first (or pick one of the examples).")
+    check_request_budget([blurred_path, *([ground_truth_path] if ground_truth_path else [])], limits)
     progress(0.05, desc="Reading the images")
     blurred = load_upload(blurred_path, "blurred")
     target = load_upload(ground_truth_path, "ground-truth") if ground_truth_path else None
@@ -304,18 +310,18 @@ def deblur_images(
     progress(0.15, desc=f"Restoring {width}×{height} px on the server")
     answer, restored = request_restoration(client, blurred, target, settings)
     check_same_size(restored, blurred.image, "The deblurring server returned an image of another size")
-    metrics, source = quality_markdown(blurred, target, answer, restored, progress)
-    as_sent, download = write_results(blurred, answer, restored)
+    metrics, source = quality_markdown(target, answer)
+    as_sent, download = write_results(blurred, target, answer, restored, limits)
     draft = FeedbackDraft(
         input_path=str(blurred.path),
         output_path=str(as_sent),
         ground_truth_path=str(target.path) if target else None,
         model_version=answer.model_version or settings.version,
-        settings=asdict(settings) | {"server_contract": "json" if answer.structured else "png"},
+        settings=asdict(settings),
     )
     slider = (displayable(blurred.image), displayable(restored))
     details = format_details(answer, settings, source)
-    return DeblurOutcome(slider, metrics, details, download, draft, answer.structured)
+    return DeblurOutcome(slider, metrics, details, download, draft)
 
 
 def backend_health(status: BackendStatus) -> str:
@@ -362,9 +368,12 @@ CSS = """
 """
 
 
-def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = None) -> gr.Blocks:
+def build_demo(
+    client: TorchServeClient, feedback_store: FeedbackStore | None = None, limits: Limits | None = None
+) -> gr.Blocks:
     """The page, wired to ``client``; ``/deblur`` and ``/health`` are also API endpoints."""
     store = feedback_store or FeedbackStore(default_db_path())
+    limits = limits or Limits()
 
     def deblur(
         blurred: str | None,
@@ -374,12 +383,12 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
         overlap: float = 64,
         self_ensemble: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented way to ask for progress)
-    ) -> tuple[SliderValue, str, str, str, FeedbackDraft, bool]:
+    ) -> tuple[SliderValue, str, str, str, FeedbackDraft]:
         """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM."""
         settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble))
-        outcome = deblur_images(client, blurred, ground_truth, settings, progress)
+        outcome = deblur_images(client, blurred, ground_truth, settings, progress, limits)
         download = str(outcome.download)
-        return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft, outcome.structured
+        return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft
 
     def health() -> tuple[str, gr.Dropdown]:
         """Whether the TorchServe backend is reachable, has ready workers, and which model versions it has."""
@@ -387,9 +396,9 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
         choices, value = version_choices(status)
         return backend_health(status), gr.Dropdown(choices=choices, value=value)
 
-    def after_run(structured: bool) -> tuple[gr.Accordion, gr.Button, gr.Button, str, str]:
-        # An older server ignores the options: hide them rather than pretend. Feedback opens for the new result.
-        return gr.Accordion(visible=structured), gr.Button(interactive=True), gr.Button(interactive=True), "", ""
+    def after_run() -> tuple[gr.Button, gr.Button, str, str]:
+        # Feedback opens for the new result.
+        return gr.Button(interactive=True), gr.Button(interactive=True), "", ""
 
     def rate(verdict: str) -> Callable[[FeedbackDraft | None, str], tuple[str, gr.Button, gr.Button]]:
         def handler(draft: FeedbackDraft | None, comment: str) -> tuple[str, gr.Button, gr.Button]:
@@ -432,7 +441,7 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
                     info="Compare versions on the same image",
                     elem_id="version",
                 )
-                with gr.Accordion("Advanced", open=False) as advanced:
+                with gr.Accordion("Advanced", open=False):
                     tile_size = gr.Slider(128, 1024, value=512, step=64, label="Tile size (px)")
                     overlap = gr.Slider(0, 256, value=64, step=16, label="Tile overlap (px)")
                     self_ensemble = gr.Checkbox(label="Self-ensemble (8 flips/rotations, slower, a bit sharper)")
@@ -459,15 +468,14 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
                         thumbs_down = gr.Button("👎 Bad", interactive=False, elem_id="thumbs-down")
                 feedback_status = gr.Markdown(elem_id="feedback-status")
         draft = gr.State(None)
-        structured = gr.State(True)
 
         inputs = [blurred, ground_truth, version, tile_size, overlap, self_ensemble]
-        outputs = [slider, metrics, details, download, draft, structured]
+        outputs = [slider, metrics, details, download, draft]
         event = run.click(deblur, inputs, outputs, api_name="deblur", show_progress_on=slider)
         event.success(
             after_run,
-            structured,
-            [advanced, thumbs_up, thumbs_down, feedback_status, comment],
+            None,
+            [thumbs_up, thumbs_down, feedback_status, comment],
             api_visibility="private",
             queue=False,
         )
@@ -480,6 +488,46 @@ def build_demo(client: TorchServeClient, feedback_store: FeedbackStore | None = 
     return demo
 
 
+class UploadBudget:
+    """ASGI middleware in front of Gradio: a request body over the per-request budget gets 413 before
+    any of it is stored, and an upload first makes room in the temp folder (507 when it stays full)."""
+
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        budget = self.limits.request_bytes + MULTIPART_SLACK_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        length = int(declared) if declared.isdigit() else None
+        if length is not None and length > budget:
+            message = f"One request may carry at most {megabytes(self.limits.request_bytes)} of files."
+            await PlainTextResponse(message, status_code=413)(scope, receive, send)
+            return
+        if scope["path"].rstrip("/").endswith("/upload"):
+            root = Path(get_upload_folder())
+            if not await run_in_threadpool(make_room, root, length or 0, self.limits.temp_bytes):
+                await PlainTextResponse(storage_full(self.limits).message, status_code=507)(scope, receive, send)
+                return
+        if length is not None:
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:  # no Content-Length (chunked): stop reading past the budget
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > budget:
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def launch_demo(
     demo: gr.Blocks,
     host: str = "127.0.0.1",
@@ -488,14 +536,16 @@ def launch_demo(
     prevent_thread_lock: bool = False,
     quiet: bool = False,
     blocked_paths: list[str] | None = None,
+    limits: Limits | None = None,
 ) -> str:
-    """Serve ``demo`` with a bounded queue and an upload size cap; returns the local URL.
+    """Serve ``demo`` with a bounded queue, a per-file and a per-request upload cap; returns the local URL.
 
     Gradio serves only its upload/cache folder (plus ``allowed_paths``, which we leave empty);
     ``blocked_paths`` additionally fences off folders such as TorchServe's key file and the feedback DB.
     """
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     _, local_url, _ = demo.launch(
+        app_kwargs={"middleware": [Middleware(UploadBudget, limits=limits or Limits())]},
         server_name=host,
         server_port=port,
         max_file_size=max_file_size,

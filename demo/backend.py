@@ -1,9 +1,8 @@
 """The demo's conversation with TorchServe: one restoration request, and the backend's health and versions.
 
 The request speaks the serving JSON contract (base64 image + options in, base64 image + model, timing,
-tiles and metrics out). An older handler answers the same request with a bare PNG; that answer is
-accepted too and marked ``structured=False`` so the page can compute metrics itself and hide the
-options the server ignored. Nothing here touches Gradio: errors are ``BackendError`` or ``ValueError``.
+tiles and metrics out); any other answer is a ``ValueError``. Nothing here touches Gradio (or torch):
+errors are ``BackendError`` or ``ValueError``.
 """
 
 from __future__ import annotations
@@ -54,10 +53,9 @@ class QualityReport:
 
 @dataclass(frozen=True)
 class Restoration:
-    """The server's answer: the restored image's encoded bytes and, with the JSON contract, what it reported."""
+    """The server's answer: the restored image's encoded bytes and what it reported with them."""
 
     image: bytes
-    structured: bool  # False: an older handler answered with a bare image, options and metrics ignored
     round_trip_ms: float
     model_version: str | None = None
     timing_ms: dict[str, float] = field(default_factory=dict)
@@ -84,9 +82,14 @@ def restore(
     started = time.perf_counter()
     response = client.post_json(build_payload(image, ground_truth, settings), version=settings.version)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    if "json" not in response.headers.get("Content-Type", ""):
-        return Restoration(image=response.content, structured=False, round_trip_ms=elapsed_ms)
-    return parse_answer(response.json(), elapsed_ms)
+    content_type = response.headers.get("Content-Type", "")
+    if "json" not in content_type:
+        raise ValueError(f"it answered {content_type or 'without a content type'}, not the JSON contract")
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ValueError(f"its answer is not valid JSON ({exc})") from exc
+    return parse_answer(body, elapsed_ms)
 
 
 def parse_answer(body: Any, round_trip_ms: float) -> Restoration:
@@ -102,7 +105,6 @@ def parse_answer(body: Any, round_trip_ms: float) -> Restoration:
     tiles = body.get("tiles")
     return Restoration(
         image=image,
-        structured=True,
         round_trip_ms=round_trip_ms,
         model_version=str(model["version"]) if model.get("version") is not None else None,
         timing_ms={str(k): float(v) for k, v in timing.items() if isinstance(v, int | float)},
@@ -113,7 +115,7 @@ def parse_answer(body: Any, round_trip_ms: float) -> Restoration:
 
 
 def parse_metrics(metrics: Any) -> QualityReport | None:
-    """The contract's ``metrics`` object, or None when absent or incomplete (the page computes them then)."""
+    """The contract's ``metrics`` object, or None when absent or incomplete."""
     if not isinstance(metrics, dict):
         return None
     # JSON has no infinity: the contract reports the PSNR of an image identical to its ground truth as null.

@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from deblur.imageio import open_image
+from demo.images import open_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DB = REPO_ROOT / "run" / "feedback.sqlite3"

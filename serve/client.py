@@ -3,12 +3,20 @@
 TorchServe (≥ 0.11) writes its keys to ``key_file.json`` in the directory it was started from;
 ``make serve`` starts it in ``run/``. Every call reads the file afresh, so a restarted server
 (new keys) needs no client restart.
+
+Keys expire (``token_expiration_min``); TorchServe then answers ``400 InvalidKeyException``. A call
+refused that way renews its key once through TorchServe's token API (``GET <management>/token?type=
+inference|management`` with the key file's never-expiring "API" key as Bearer, which makes TorchServe
+write a new key of that kind into the key file), re-reads the file and is sent again. Keys are never
+logged or put into a message.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,13 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KEY_FILE = REPO_ROOT / "run" / "key_file.json"
 MODEL_NAME = "deblur"
+RENEWABLE_KEYS = ("inference", "management")  # the "API" key (for the token API) never expires
+INVALID_KEY = "InvalidKeyException"
+# One renewal at a time in this process: two threads refused together must not renew twice (the
+# second renewal would invalidate the key the first one's retry is using).
+RENEW_LOCK = threading.Lock()
+
+log = logging.getLogger(__name__)
 
 
 class BackendError(RuntimeError):
@@ -60,22 +75,45 @@ class TorchServeClient:
             metrics_url=os.environ.get("DEBLUR_METRICS_URL", cls.metrics_url).rstrip("/"),
         )
 
-    def _headers(self, api: str) -> dict[str, str]:
-        key = read_keys(self.key_file).get(api)
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def _request(self, method: str, url: str, api: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, key: str | None, **kwargs: Any) -> requests.Response:
+        headers = ({"Authorization": f"Bearer {key}"} if key else {}) | kwargs.pop("headers", {})
         try:
-            response = self.session.request(
-                method, url, headers=self._headers(api) | kwargs.pop("headers", {}), timeout=self.timeout, **kwargs
-            )
+            return self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
         except requests.Timeout as exc:
             raise BackendError(f"TorchServe did not answer within {self.timeout:.0f} s ({url})") from exc
         except requests.ConnectionError as exc:
             raise BackendError(f"TorchServe is not reachable at {url}: is it running (make serve)?") from exc
+
+    def _request(self, method: str, url: str, api: str, **kwargs: Any) -> requests.Response:
+        key = read_keys(self.key_file).get(api)
+        response = self._send(method, url, key, **kwargs)
+        if api in RENEWABLE_KEYS and is_invalid_key(response):
+            problem = self.renew_key(api, refused=key)
+            if problem is not None:
+                raise BackendError(f"{error_message(response)} ({problem})", response.status_code)
+            response = self._send(method, url, read_keys(self.key_file).get(api), **kwargs)
         if response.status_code >= 400:
             raise BackendError(error_message(response), response.status_code)
         return response
+
+    def renew_key(self, api: str, refused: str | None) -> str | None:
+        """Have TorchServe write a new ``api`` key into the key file; None when done, else why not.
+
+        Nothing is renewed when the key file already holds another key than the refused one (another
+        thread or process renewed it, or TorchServe was restarted): the caller just retries with it.
+        """
+        with RENEW_LOCK:
+            keys = read_keys(self.key_file)
+            if keys.get(api) and keys.get(api) != refused:
+                return None
+            if not keys.get("API"):
+                return f"the {api} key was refused and {self.key_file} holds no API key to renew it"
+            url = f"{self.management_url}/token"
+            response = self._send("GET", url, keys["API"], params={"type": api})
+            if response.status_code >= 400:
+                return f"renewing the {api} key failed: {error_message(response)}"
+            log.info("TorchServe refused the %s key (expired?): renewed it through %s", api, url)
+            return None
 
     def ping(self) -> str:
         """TorchServe's health status ("Healthy" / "Unhealthy")."""
@@ -110,6 +148,17 @@ class TorchServeClient:
         """Call the management API (``path`` like "/models/deblur") and decode its JSON answer."""
         response = self._request(method, f"{self.management_url}{path}", "management", **kwargs)
         return response.json() if response.content else {}
+
+
+def is_invalid_key(response: requests.Response) -> bool:
+    """TorchServe 0.12's answer to a missing, wrong or expired key: 400 {"type": "InvalidKeyException"}."""
+    if response.status_code not in (400, 401, 403):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("type") == INVALID_KEY
 
 
 def error_message(response: requests.Response) -> str:

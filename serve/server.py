@@ -6,11 +6,16 @@ TorchServe facts this relies on (0.12, read from ts/model_server.py and the fron
   caller that needs an isolated server (tests) gives it its own TMPDIR/TEMP.
 - The frontend writes ``key_file.json`` and ``logs/`` into its working directory: we start it in
   the run directory; ``--stop`` deletes ``key_file.json`` from *its* working directory.
+- ``allowed_urls`` is a comma-separated list of Java regexes, matched case-insensitively against the
+  whole ``url`` of a registration; a url that is no URL (a file name) is looked up in the model store.
+  ``launch`` therefore starts TorchServe with an effective copy of the config whose rule names this
+  server's own store by its absolute path (see ``store_url_pattern``).
 """
 
 from __future__ import annotations
 
 import os
+import string
 import subprocess
 import sys
 import time
@@ -30,6 +35,13 @@ FRONTEND_CLASS = "org.pytorch.serve.ModelServer"
 CONSOLE_LOG = "console.log"
 LOG_FILES = ("ts_log.log", "model_log.log", CONSOLE_LOG)
 POLL_SECONDS = 1.0
+EFFECTIVE_CONFIG = "config.effective.properties"  # in the run dir: config + allowed_urls anchored to the store
+# An archive's file name: dot-separated segments (so never "..", never a "/"), ending in .mar.
+ARCHIVE_NAME_PATTERN = "[A-Za-z0-9_-]+([.][A-Za-z0-9_-]+)*[.]mar"
+PATH_LITERALS = frozenset(string.ascii_letters + string.digits + "_-/")
+# Characters a path may hold that are literal inside a Java character class. Backslash (a properties
+# escape), "," (splits allowed_urls), "[", "]", "^" and anything non-ASCII or unprintable are refused.
+PATH_BRACKETED = frozenset(" .~+@%()$!{}|*?#'\";:=<>&")
 
 
 class ServerError(RuntimeError):
@@ -118,17 +130,52 @@ def check_start_inputs(store: Path, config: Path) -> None:
             )
 
 
+def store_url_pattern(store: Path) -> str:
+    """The ``allowed_urls`` rule admitting only ``file://`` URLs of archives directly inside ``store``.
+
+    The store's absolute path is written literally: a dot as ``[.]`` (no backslash, which Java properties
+    would eat), other punctuation in brackets, and case-sensitively (``(?-i:...)``; TorchServe matches
+    case-insensitively and Linux paths are not). A path this cannot express is refused.
+    """
+    path = str(store.resolve())
+    odd = sorted({char for char in path if char not in PATH_LITERALS | PATH_BRACKETED})
+    if odd:
+        raise ServerError(
+            f"the model store path {path!r} holds characters the allowed_urls rule cannot express "
+            f"({', '.join(map(repr, odd))}): use a store whose path has none"
+        )
+    quoted = "".join(char if char in PATH_LITERALS else f"[{char}]" for char in path)
+    return f"(?-i:file://{quoted}/{ARCHIVE_NAME_PATTERN})"
+
+
+def effective_config(config: Path, store: Path, run_dir: Path) -> Path:
+    """``config`` with ``allowed_urls`` replaced by the rule for ``store``, written to ``run_dir``."""
+    lines = config.read_text().splitlines()
+    kept = [line for line in lines if line.strip().partition("=")[0].strip() != "allowed_urls"]
+    header = [
+        "# Written by `python -m serve start` at each start; edit the config it was made from, not this copy.",
+        f"# Only archives inside this server's model store may be registered by URL: {ARCHIVE_NAME_PATTERN}",
+    ]
+    target = run_dir / EFFECTIVE_CONFIG
+    target.write_text("\n".join([*header, *kept, f"allowed_urls={store_url_pattern(store)}"]) + "\n")
+    return target
+
+
 def launch(store: Path, config: Path, run_dir: Path, env: Mapping[str, str] | None = None) -> None:
-    """Run ``torchserve --start`` from ``run_dir``; returns once the launcher has spawned the frontend."""
+    """Run ``torchserve --start`` from ``run_dir``; returns once the launcher has spawned the frontend.
+
+    TorchServe reads an effective copy of ``config`` (``run_dir/config.effective.properties``) whose
+    ``allowed_urls`` admits archives in ``store`` only.
+    """
     check_start_inputs(store, config)
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     command = [
         torchserve_executable(),
         "--start",
-        "--ncs",  # no config snapshots: config.properties stays the single source
+        "--ncs",  # no config snapshots: the effective config written here is the single source
         "--ts-config",
-        str(config.resolve()),
+        str(effective_config(config, store, run_dir)),
         "--model-store",
         str(store.resolve()),
     ]

@@ -5,8 +5,8 @@ The stub is a tiny HTTP server speaking the REST subset the demo uses, with Torc
 read from a key_file.json: GET /ping; the management API's GET /models/deblur[/all] (describe JSON,
 versions 1.0 (default) and 2.0); and POST /predictions/deblur[/<version>] in the serving JSON contract
 ({"image": b64, "ground_truth"?, "tile_size"?, "overlap"?, "format"?, "self_ensemble"?} → {"image",
-"format", "width", "height", "model", "timing_ms", "tiles", "metrics"?}). With ``legacy=True`` it
-behaves like the older handler and answers every request with a bare PNG. Its "model" brightens the
+"format", "width", "height", "model", "timing_ms", "tiles", "metrics"?}); with ``bare_png=True`` it
+answers a bare PNG instead, which the demo refuses to read. Its "model" brightens the
 image by a fixed amount and its metrics are fixed numbers, so expectations are computed independently.
 """
 
@@ -34,10 +34,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageFilter, ImageOps
 
-from deblur.metrics import psnr, ssim
+from deblur.metrics import psnr
 from demo.__main__ import parse_args
 from demo.app import (
-    LEGACY_NOTE,
     NO_GROUND_TRUTH_NOTE,
     QualityReport,
     backend_health,
@@ -102,7 +101,7 @@ class StubTorchServe(ThreadingHTTPServer):
         self.key_file = key_file
         self.received: list[Received] = []
         self.delay = 0.0
-        self.legacy = False  # True: answer like the older handler, a bare PNG whatever was asked
+        self.bare_png = False  # True: answer a bare PNG whatever was asked (not the JSON contract)
         self.versions = {"1.0": True, "2.0": True}  # version → has a ready worker
         self.default_version = "1.0"
         self.release = threading.Event()  # set on shutdown so a delayed request does not outlive the test
@@ -146,7 +145,7 @@ class StubHandler(BaseHTTPRequestHandler):
             self.send_error_json(415, "PredictionException", "not a supported image")
             return
         restored = png_bytes(stub_restore(np.asarray(image.convert("RGB"))))
-        if self.server.legacy or received.payload is None:
+        if self.server.bare_png or received.payload is None:
             self.send_bytes(200, "image/png", restored)
         else:
             self.send_json(200, self.contract_answer(received.payload, restored, image.size, version.strip("/")))
@@ -264,7 +263,6 @@ def test_without_ground_truth_shows_servers_output_timing_and_no_metrics(stub: S
     np.testing.assert_array_equal(rgb(before), blurred)
     np.testing.assert_array_equal(rgb(after), stub_restore(blurred))
     assert outcome.metrics == NO_GROUND_TRUTH_NOTE
-    assert outcome.structured
     assert "**Model** 1.0" in outcome.details and "260 ms (decode 3 · inference 250 · encode 7)" in outcome.details
     assert "**1 tile** of 512 px (overlap 64)" in outcome.details
 
@@ -312,34 +310,13 @@ def test_metrics_come_from_the_server_when_it_sends_them(stub: StubBackend, tmp_
     assert "computed by the server" in outcome.details
 
 
-def test_older_server_answering_png_gets_local_metrics_and_a_note(stub: StubBackend, tmp_path: Path) -> None:
-    """Stub backend in legacy mode (bare PNG answers): the page computes PSNR/SSIM itself, and they are right."""
-    stub.server.legacy = True
+def test_a_server_answering_a_bare_png_is_a_readable_error(stub: StubBackend, tmp_path: Path) -> None:
+    """Stub backend answering a bare PNG (not the JSON contract): a sentence, no metrics made up by the page."""
+    stub.server.bare_png = True
     blurred, sharp = blurred_pair()
-    output, target = stub_restore(blurred), unit_tensor(sharp)
-    expected = QualityReport(
-        psnr_input=psnr(unit_tensor(blurred), target),
-        psnr_output=psnr(unit_tensor(output), target),
-        ssim_input=ssim(unit_tensor(blurred), target),
-        ssim_output=ssim(unit_tensor(output), target),
-    )
 
-    outcome = deblur_images(stub.client, save(tmp_path / "b.png", blurred), save(tmp_path / "gt.png", sharp))
-
-    rows = table_rows(outcome.metrics)
-    assert rows["PSNR (dB)"] == [
-        f"{expected.psnr_input:.2f}",
-        f"{expected.psnr_output:.2f}",
-        f"{expected.psnr_output - expected.psnr_input:+.2f}",
-    ]
-    assert rows["SSIM"] == [
-        f"{expected.ssim_input:.4f}",
-        f"{expected.ssim_output:.4f}",
-        f"{expected.ssim_output - expected.ssim_input:+.4f}",
-    ]
-    assert expected.psnr_input != pytest.approx(expected.psnr_output)  # the table distinguishes the two
-    assert not outcome.structured and LEGACY_NOTE in outcome.details and "computed in the page" in outcome.details
-    np.testing.assert_array_equal(rgb(outcome.slider[1]), output)
+    with pytest.raises(gr.Error, match="answer this page cannot read: it answered image/png, not the JSON contract"):
+        deblur_images(stub.client, save(tmp_path / "b.png", blurred), save(tmp_path / "gt.png", sharp))
 
 
 @pytest.mark.parametrize(("suffix", "fmt"), [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("bmp", "BMP")])
@@ -699,7 +676,6 @@ def test_demo_logic_against_real_torchserve(torchserve: TorchServeClient, tmp_pa
     assert after.mode == "RGB"
     assert all(cell not in ("", "—") for cells in table_rows(outcome.metrics).values() for cell in cells)
     assert Image.open(outcome.download).format == "JPEG"
-    assert outcome.structured, "TorchServe answered with a bare PNG: the handler does not speak the JSON contract"
     assert "**Model** 1.0" in outcome.details and "**server**" in outcome.details
     assert "computed by the server" in outcome.details
 

@@ -70,7 +70,6 @@ def test_a_verdict_stores_input_output_version_settings_and_comment(
         "tile_size": 256,
         "overlap": 32,
         "self_ensemble": True,
-        "server_contract": "json",
     }
 
 
