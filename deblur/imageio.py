@@ -87,7 +87,8 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise UnsupportedImageError("not a supported image: send PNG, JPEG, WebP, BMP or TIFF bytes") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"image exceeds the pixel limit: {exc}") from exc
+        # Pillow's own guard fired before the size could be read against ours: name our limit, not Pillow's
+        raise ImageTooLargeError(f"image has more than {max_pixels} pixels, the limit (width × height)") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
     return image

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from deblur.blind.decide import KernelEstimate, blind_deconvolution
+from deblur.blind.decide import KernelEstimate, blind_deconvolution, can_estimate
+from deblur.blind.fourier import padded_shape
 from deblur.blind.settings import BlindSettings
-from deblur.settings import RestoreOptions
-from deblur.tiling import Predictor, TileLayout, restore_tiled, tile_layout
+from deblur.settings import RestoreOptions, ServingSettings
+from deblur.tiling import DEFAULT_ALIGN, Predictor, TileLayout, restore_tiled, tile_layout
 
 ENSEMBLE = tuple((turns, flip) for turns in range(4) for flip in (False, True))  # the 8 dihedral variants
 
@@ -35,10 +36,23 @@ class Plan:
     layout: TileLayout  # the network's tiles over the image
     passes: int  # network passes over the image: 8 with self-ensemble, else 1
     estimate: bool  # whether the kernel-aware path runs first
+    crops: tuple[tuple[int, int], ...] = ()  # (H, W) of each centre crop a kernel may be estimated on (the retry's too)
+    deconvolutions: tuple[tuple[int, int], ...] = ()  # padded Fourier grids of the judging and final deconvolutions
 
     @property
     def tiles(self) -> int:
         return self.layout.count * self.passes
+
+    def cost_s(self, settings: ServingSettings) -> float:
+        """The most compute this plan can take, in seconds of the reference CPU (``settings``' cost model):
+        the kernel estimates and deconvolutions, plus the network's tiles where no estimate is trusted."""
+        rows, cols = (-(-axis.tile // DEFAULT_ALIGN) * DEFAULT_ALIGN for axis in (self.layout.rows, self.layout.cols))
+        network = self.tiles * (settings.tile_call_s + settings.tile_pixel_s * rows * cols)
+        estimates = sum(h * w for h, w in self.crops) * settings.estimate_pixel_s
+        judged, *whole = [h * w * settings.deconvolve_pixel_s for h, w in self.deconvolutions] or [0.0]
+        # Each estimate is judged by deconvolving the first crop; a trusted one then answers with the whole
+        # image's deconvolution, an untrusted one with the network
+        return estimates + judged * len(self.crops) + max([network, *whole])
 
 
 @dataclass(frozen=True)
@@ -50,9 +64,18 @@ class RestoreReport:
     kernel: KernelEstimate | None  # the blind estimate; None when none was made (not asked, or the image too small)
 
 
-def plan_restoration(height: int, width: int, options: RestoreOptions) -> Plan:
+def plan_restoration(height: int, width: int, options: RestoreOptions, blind: BlindSettings = BlindSettings()) -> Plan:
     layout = tile_layout(height, width, options.tile_size, options.overlap)
-    return Plan(layout, len(ENSEMBLE) if options.self_ensemble else 1, options.kernel_aware)
+    passes = len(ENSEMBLE) if options.self_ensemble else 1
+    if not (options.kernel_aware and can_estimate((height, width), blind)):
+        return Plan(layout, passes, options.kernel_aware)
+    crops = [(min(height, blind.crop), min(width, blind.crop))]
+    if blind.retry_crop is not None and (min(height, blind.retry_crop), min(width, blind.retry_crop)) != crops[0]:
+        crops.append((min(height, blind.retry_crop), min(width, blind.retry_crop)))
+    grids = [padded_shape(crops[0], blind.kernel_size)]
+    if crops[0] != (height, width):  # the whole image is deconvolved apart from the crop that judged it
+        grids.append(padded_shape((height, width), blind.kernel_size))
+    return Plan(layout, passes, True, tuple(crops), tuple(grids))
 
 
 @torch.inference_mode()
@@ -68,7 +91,7 @@ def restore_image(
     With ``options.kernel_aware`` a trusted blind deconvolution answers; otherwise, or where the estimate is
     not trusted, the network does, over ``plan``'s tiles (made here when not given).
     """
-    plan = plan or plan_restoration(pixels.shape[-2], pixels.shape[-1], options)
+    plan = plan or plan_restoration(pixels.shape[-2], pixels.shape[-1], options, blind)
     estimate = None
     if plan.estimate:
         deconvolved, estimate = blind_deconvolution(pixels, blind)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 RESPONSE_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-TILE_SIZE_RANGE = (32, 2048)  # tile edges a request may ask for, in px
+TILE_SIZE_RANGE = (128, 2048)  # tile edges a request may ask for, in px
 MAX_PIXELS = 4096 * 4096  # the default pixel cap per image
 
 Settings = TypeVar("Settings")
@@ -48,6 +48,12 @@ class ServingSettings:
     ensemble_max_pixels: int = 2048 * 2048  # largest width × height accepted with self_ensemble (8 passes)
     precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
     kernel_aware: bool = False  # the default of the request field kernel_aware
+    compute_budget_s: float = 60.0  # largest estimated compute of one request, in seconds of the reference CPU
+    # The cost model behind that estimate, in seconds of the reference CPU (2 cores, docs/compute_budget.md)
+    tile_call_s: float = 0.008  # per tile through the network: the call and its blending
+    tile_pixel_s: float = 5e-7  # per pixel of a network tile, padded to the model's multiple of 16
+    estimate_pixel_s: float = 1e-5  # per pixel of each centre crop the kernel is estimated on
+    deconvolve_pixel_s: float = 1e-6  # per pixel of a deconvolution's padded Fourier grid
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -59,6 +65,8 @@ class ServingSettings:
             )
         if self.tile_batch < 0 or self.max_pixels < 1 or self.ensemble_max_pixels < 0:
             raise SettingsError(f"tile_batch must be ≥ 0 and the pixel caps positive, got {self}")
+        if self.compute_budget_s <= 0:
+            raise SettingsError(f"compute_budget_s must be positive, got {self.compute_budget_s}")
 
     def options(self, **overrides: Any) -> RestoreOptions:
         """The archive's default request options, with ``overrides`` (e.g. a request's fields)."""

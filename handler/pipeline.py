@@ -19,7 +19,7 @@ from deblur.imageio import DecodedImage, decode_image, encode_array, to_array
 from deblur.metrics import score_restoration
 from deblur.restore import Network, Plan, RestoreReport, plan_restoration, restore_image
 from deblur.settings import MIME_TYPES, RestoreOptions, ServingSettings
-from handler.request import Request, check_sizes
+from handler.request import Request, check_budget, check_sizes
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,28 @@ def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def prepare(request: Request, settings: ServingSettings) -> Job:
-    """Decode the image and the optional ground truth, check their sizes, plan the restoration."""
+def prepare(request: Request, settings: ServingSettings, blind: BlindSettings = BlindSettings()) -> Job:
+    """Decode the image and the optional ground truth, check their sizes, plan the restoration and check its
+    cost against the budget, all before any model runs."""
     start = time.perf_counter()
     image = decode_image(request.image, settings.max_pixels)
     truth = None if request.ground_truth is None else decode_image(request.ground_truth, settings.max_pixels)
     check_sizes(request.options, image.size, None if truth is None else truth.size, settings)
     width, height = image.size
-    plan = plan_restoration(height, width, request.options)
+    plan = plan_restoration(height, width, request.options, blind)
+    check_budget(plan.cost_s(settings), describe(plan), settings)
     return Job(image, truth, request.options, plan, request.output_format, request.json_response, elapsed_ms(start))
+
+
+def describe(plan: Plan) -> str:
+    """What a plan runs, in words, for the over-budget message."""
+    rows, cols = plan.layout.rows, plan.layout.cols
+    parts = [
+        f"{plan.layout.count} tiles of {rows.tile}×{cols.tile} px" + (f" × {plan.passes} passes" * (plan.passes > 1))
+    ]
+    if plan.crops:
+        parts.append(f"{len(plan.crops)} kernel estimate(s)")
+    return ", ".join(parts)
 
 
 def restore(job: Job, network: Network, blind: BlindSettings = BlindSettings()) -> Result:

@@ -44,6 +44,12 @@ class RequestError(ValueError):
     status = 400
 
 
+class OverBudgetError(RequestError):
+    """A request whose estimated compute is over the archive's budget (422: 413 would become TorchServe's 507)."""
+
+    status = 422
+
+
 @dataclass(frozen=True)
 class Request:
     """One validated request: the encoded images, how to restore, how to answer."""
@@ -124,6 +130,16 @@ def image_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return decode_base64(value, "body")
     raise RequestError('unsupported payload: send image bytes, a base64 string or JSON {"image": "<base64>"}')
+
+
+def check_budget(cost_s: float, what: str, settings: ServingSettings) -> None:
+    """Refuse a request whose estimated compute (``cost_s``, in reference-CPU seconds, for ``what``) is over budget."""
+    if cost_s > settings.compute_budget_s:
+        raise OverBudgetError(
+            f"this request would take about {cost_s:,.0f} s of compute ({what}; estimated for the reference 2-core "
+            f"CPU), over the limit of {settings.compute_budget_s:,.0f} s per request: send a smaller image, a larger "
+            "tile_size, or no self_ensemble / kernel_aware"
+        )
 
 
 def from_json(document: Mapping[str, Any], accept: str | None, settings: ServingSettings) -> Request:

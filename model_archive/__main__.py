@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from deblur.settings import PRECISIONS, ServingSettings, SettingsError
 from model_archive.build import ArchiveError, ArchiveSpec, build_archive
 
-# Every field of the archive's settings has a flag of the same name (--tile-size → tile_size)
-SETTINGS_FLAGS = tuple(field.name for field in dataclasses.fields(ServingSettings))
+# The archive's settings that have a flag of the same name (--tile-size → tile_size); the cost model's
+# constants keep their defaults
+SETTINGS_FLAGS = (
+    "tile_size",
+    "overlap",
+    "tile_batch",
+    "max_pixels",
+    "ensemble_max_pixels",
+    "precision",
+    "kernel_aware",
+    "compute_budget_s",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=defaults.ensemble_max_pixels,
         help="largest width*height accepted with self_ensemble",
+    )
+    parser.add_argument(
+        "--compute-budget-s",
+        type=float,
+        default=defaults.compute_budget_s,
+        help="largest estimated compute of one request, in seconds of the reference 2-core CPU",
     )
     parser.add_argument(
         "--precision",

@@ -248,6 +248,13 @@ def json_with(**fields: object) -> Callable[[], bytes]:
     return lambda: json.dumps({"image": b64(png())} | fields).encode()
 
 
+def flat_png(width: int, height: int) -> bytes:
+    """A one-colour PNG: tiny to send, however many pixels it declares."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def deeply_nested_json() -> bytes:
     return b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
@@ -328,6 +335,15 @@ CASES: dict[str, BadInput] = {
     "json unknown field": as_json_request(json_with(strength=3), Expect(400, "unknown field 'strength'")),
     "json negative tile_size": as_json_request(json_with(tile_size=-512), Expect(400, "field 'tile_size'")),
     "json huge tile_size": as_json_request(json_with(tile_size=10**30), Expect(400, "field 'tile_size'")),
+    "json tile_size under the floor": as_json_request(
+        json_with(tile_size=32, overlap=16), Expect(400, "field 'tile_size' must be between 128")
+    ),
+    # compute attacks: cheap to send, refused from their estimated cost before any model call
+    "flat 2048² at 128-px tiles with self-ensemble": as_json_request(
+        lambda: json.dumps({"image": b64(flat_png(2048, 2048)), "tile_size": 128, "self_ensemble": True}).encode(),
+        Expect(422, "s of compute"),
+    ),
+    "4,000,000×1 png": raw(lambda: flat_png(4_000_000, 1), Expect(422, "s of compute")),
     "json negative overlap": as_json_request(json_with(overlap=-1), Expect(400, "field 'overlap'")),
     "json unsupported format": as_json_request(json_with(format="gif"), Expect(400, "field 'format'")),
     "json missing image": as_json_request(as_json({"tile_size": 64}), Expect(400, "field 'image' is required")),

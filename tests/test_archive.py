@@ -66,6 +66,11 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
         "ensemble_max_pixels": 2048 * 2048,
         "precision": "auto",
         "kernel_aware": False,
+        "compute_budget_s": 60.0,
+        "tile_call_s": 0.008,
+        "tile_pixel_s": 5e-7,
+        "estimate_pixel_s": 1e-5,
+        "deconvolve_pixel_s": 1e-6,
     }
     assert ServingSettings.from_yaml(config) == ServingSettings(tile_size=256)  # what the handler reads back
 

@@ -141,7 +141,8 @@ def test_json_round_trip_with_metrics_matching_a_direct_computation(torchserve: 
 
 
 def test_json_options_without_ground_truth_have_no_metrics(torchserve: TorchServeClient, sample_png: bytes) -> None:
-    answer = torchserve.predict_json({"image": b64(sample_png), "format": "webp", "tile_size": 64, "overlap": 16})
+    wide = png_bytes(textured_image(200, 100))  # two 128-px tiles across
+    answer = torchserve.predict_json({"image": b64(wide), "format": "webp", "tile_size": 128, "overlap": 16})
     assert "metrics" not in answer
     assert (answer["format"], answer["tiles"]) == ("webp", 2)
     assert Image.open(io.BytesIO(base64.b64decode(answer["image"]))).format == "WEBP"

@@ -147,13 +147,13 @@ def test_accept_header_picks_the_format(
 
 
 def test_json_request_gets_the_documented_answer(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
-    answer = run_json(handler, context, {"image": f"data:image/png;base64,{b64(sample_png)}", "tile_size": 64})
+    answer = run_json(handler, context, {"image": f"data:image/png;base64,{b64(sample_png)}", "tile_size": 128})
     assert set(answer) == {"image", "format", "width", "height", "model", "timing_ms", "tiles", "metrics"} - {"metrics"}
     assert (answer["format"], answer["width"], answer["height"]) == ("png", 96, 64)
     assert answer["model"] == {"name": "deblur", "version": "1.0"}
     assert set(answer["timing_ms"]) == {"decode", "inference", "encode"}
     assert all(value >= 0 for value in answer["timing_ms"].values())
-    assert answer["tiles"] == 2  # 96 px wide in 64-px tiles with the default overlap shrunk to 32
+    assert answer["tiles"] == 1  # 96×64 fits one 128-px tile
     assert open_answer(base64.b64decode(answer["image"])).size == (96, 64)
 
 
@@ -257,12 +257,12 @@ def test_exif_rotated_photo_comes_back_upright(identity: tuple[DeblurHandler, Co
 
 
 def test_yaml_settings_override_defaults(model_dir: Path) -> None:
-    context = make_context(model_dir, {"handler": {"tile_size": 32, "overlap": 8, "tile_batch": 3}})
+    context = make_context(model_dir, {"handler": {"tile_size": 128, "overlap": 16, "tile_batch": 3}})
     handler = DeblurHandler()
     handler.initialize(context)
-    assert handler.settings == ServingSettings(tile_size=32, overlap=8, tile_batch=3)
+    assert handler.settings == ServingSettings(tile_size=128, overlap=16, tile_batch=3)
     assert handler.network.tile_batch == 3
-    answer = run_json(handler, context, {"image": b64(png_bytes(textured_image(70, 50)))})
+    answer = run_json(handler, context, {"image": b64(png_bytes(textured_image(300, 200)))})
     assert answer["tiles"] == 3 * 2
 
 
@@ -331,10 +331,10 @@ GOOD = b64(png_bytes(textured_image(24, 16)))
         ({"body": {"image": GOOD, "tile_size": True}}, 400, "field 'tile_size' must be an integer"),
         ({"body": {"image": GOOD, "self_ensemble": "yes"}}, 400, "field 'self_ensemble' must be true or false"),
         ({"body": {"image": GOOD, "kernel_aware": 1}}, 400, "field 'kernel_aware' must be true or false"),
-        ({"body": {"image": GOOD, "tile_size": 4}}, 400, "field 'tile_size' must be between 32 and 2048"),
+        ({"body": {"image": GOOD, "tile_size": 4}}, 400, "field 'tile_size' must be between 128 and 2048"),
         ({"body": {"image": GOOD, "tile_size": 100000}}, 400, "field 'tile_size' must be between"),
         ({"body": {"image": GOOD, "overlap": -1}}, 400, "field 'overlap' must be between 0"),
-        ({"body": {"image": GOOD, "tile_size": 64, "overlap": 64}}, 400, "field 'overlap'"),
+        ({"body": {"image": GOOD, "tile_size": 128, "overlap": 65}}, 400, "field 'overlap'"),
         ({"body": {"image": GOOD, "format": "gif"}}, 400, "field 'format' must be one of png, jpeg, webp"),
         ({"body": {"image": "%%%"}}, 400, "field 'image' is not valid base64"),
         ({"body": {"image": ""}}, 400, "field 'image' is empty"),
@@ -382,6 +382,44 @@ def test_custom_metrics_are_emitted(
 def test_missing_checkpoint_fails_initialize(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="missing"):
         DeblurHandler().initialize(make_context(tmp_path))
+
+
+def test_a_request_over_the_compute_budget_is_refused_before_any_model_call(
+    handler: DeblurHandler, context: Context
+) -> None:
+    """Cheap to send, dear to run: the cost is estimated from the plan and named in the refusal with the limit."""
+    calls = []
+    network = handler.network
+    handler.network = Network(lambda batch: calls.append(batch.shape) or network.predict(batch), 1)
+    try:
+        flat = png_bytes(np.full((2048, 2048, 3), 120, np.uint8))
+        document = {"image": b64(flat), "tile_size": 128, "self_ensemble": True}
+        with pytest.raises(PredictionException, match=r"about 124 s of compute .*over the limit of 60 s") as info:
+            run(handler, context, [{"body": document}], {"body": {"content-type": "application/json"}})
+        assert info.value.error_code == 422 and "7688 tiles" not in str(info.value)  # 961 tiles × 8 passes
+        assert "961 tiles of 128×128 px × 8 passes" in str(info.value) and not calls
+        strip = png_bytes(np.full((1, 4_000_000, 3), 120, np.uint8))  # an extreme aspect ratio, same rule
+        with pytest.raises(PredictionException, match="s of compute"):
+            run(handler, context, [{"body": strip}])
+        assert not calls
+    finally:
+        handler.network = network
+
+
+def test_the_cost_model_bounds_extreme_shapes() -> None:
+    """The 2,000,000×1 strip (4465 tiles padded to 16×512) is inside the budget; 16,777,216×1, within the pixel
+    cap, is not; a 4096² kernel-aware request, the largest usual one, is."""
+    settings = ServingSettings()
+    cost = {
+        name: plan_restoration(height, width, RestoreOptions(kernel_aware=aware)).cost_s(settings)
+        for name, (height, width, aware) in {
+            "strip 2M": (1, 2_000_000, False),
+            "strip 16M": (1, 16_777_216, False),
+            "4096² kernel-aware": (4096, 4096, True),
+        }.items()
+    }
+    assert cost["strip 2M"] < settings.compute_budget_s < cost["strip 16M"]
+    assert cost["4096² kernel-aware"] < settings.compute_budget_s
 
 
 def test_self_ensemble_is_refused_above_its_pixel_limit() -> None:

@@ -29,7 +29,7 @@ def test_folder_is_restored_and_bad_files_reported(
     folder: Path, tmp_path: Path, identity_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    assert main([str(folder), str(out), "--checkpoint", str(identity_checkpoint), "--tile-size", "32"]) == 1
+    assert main([str(folder), str(out), "--checkpoint", str(identity_checkpoint), "--tile-size", "128"]) == 1
     captured = capsys.readouterr()
     assert "restored 2 image(s), skipped 1" in captured.out
     assert "broken.jpg: not a supported image" in captured.err

@@ -78,6 +78,17 @@ def test_pixel_cap_is_checked_before_decoding() -> None:
     assert decode_image(data, max_pixels=2000).size == (50, 40)
 
 
+def test_a_header_past_pillows_own_guard_names_our_limit() -> None:
+    """A PNG header claiming 20000×10000 pixels trips Pillow's bomb guard before our size check: the message
+    must still quote the archive's cap, not Pillow's 178,956,970."""
+    real = png_bytes(textured_image(2, 2))  # signature, IHDR (length, type, 13 bytes, CRC), IDAT, IEND
+    ihdr = (20000).to_bytes(4, "big") + (10000).to_bytes(4, "big") + real[24:29]
+    png = real[:16] + ihdr + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + real[33:]
+    with pytest.raises(ImageTooLargeError, match="more than 16777216 pixels") as info:
+        decode_image(png, max_pixels=4096 * 4096)
+    assert "178956970" not in str(info.value) and info.value.status == 413
+
+
 def test_exif_orientation_is_applied() -> None:
     image = Image.fromarray(textured_image(40, 20))
     exif = Image.Exif()
