@@ -12,7 +12,6 @@ Prints a markdown table and writes JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import platform
@@ -30,6 +29,7 @@ import torch
 from PIL import Image
 
 from bench import reference
+from deblur.blind.decide import support_for
 from deblur.blind.deconvolve import deconvolve_linear, to_linear
 from deblur.blind.estimate import estimate_kernel
 from deblur.blind.fourier import centre_crop
@@ -170,7 +170,8 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
     timer.seconds = 0.0
     restore_s = median_seconds(restore, 1)
     array = to_array(restored, decoded)
-    blind = BlindSettings()
+    box = (slice(0, min(image.shape[1], BlindSettings.crop)), slice(0, min(image.shape[2], BlindSettings.crop)))
+    blind = support_for(box, BlindSettings())
     linear = to_linear(decoded.pixels, blind.gamma)
     kernel, crop = estimate_kernel(linear, blind), centre_crop(linear, blind.crop)
     steps: list[tuple[str, Callable[[], Any]]] = [
@@ -180,13 +181,9 @@ def stage_rows(model: torch.nn.Module, image: torch.Tensor, args: argparse.Names
         ("encode PNG (Pillow, level 1; replaced)", lambda: png_of(restored)),
         # kernel_aware: every request pays the estimate, one that looks like a shake the judging deconvolution
         # of the crop, and a trusted one the whole image's deconvolution instead of model and tiling
-        (f"kernel_aware: estimate the kernel (≤ {blind.crop}² crop)", lambda: estimate_kernel(linear, blind)),
+        (f"kernel_aware: one kernel estimate (≤ {blind.crop}² crop)", lambda: estimate_kernel(crop, blind)),
         (
-            f"kernel_aware: estimate again, if turned away (≤ {blind.retry_crop}² crop)",
-            lambda: estimate_kernel(linear, dataclasses.replace(blind, crop=blind.retry_crop or blind.crop)),
-        ),
-        (
-            "kernel_aware: judge it (deconvolve the crop)",
+            "kernel_aware: explain it (deconvolve the crop)",
             lambda: deconvolve_linear(crop, kernel, blind),
         ),
         ("kernel_aware: deconvolve the image", lambda: deconvolve_linear(linear, kernel, blind)),

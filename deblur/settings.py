@@ -98,6 +98,10 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             return None
         raise SettingsError(f"{name} must not be empty")
     kind = next(option for option in options if option is not type(None))
+    if typing.get_origin(kind) is tuple:  # tuple[X, ...]: a list of X
+        if not isinstance(value, list | tuple) or not value:
+            raise SettingsError(f"{name} must be a non-empty list, got {value!r}")
+        return tuple(coerce(name, item, typing.get_args(kind)[0]) for item in value)
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -216,14 +216,17 @@ def format_details(answer: Restoration, settings: RestoreSettings, metrics_sourc
     if timing:
         steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
         parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
-    if answer.kernel is not None and answer.kernel["used"]:
-        spread = answer.kernel.get("spread_px")
-        refined = f"refined by the network in {tiles_phrase(answer.tiles)}" if answer.tiles else "no network"
-        parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px), {refined}")
+    kernel = answer.kernel
+    if kernel is not None and kernel["used"]:
+        spread, domain = kernel.get("spread_px"), "stored values" if kernel.get("gamma") == 1 else "light"
+        parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px, blur in {domain})")
+    elif kernel is not None and kernel.get("decision") == "no blur":
+        parts.insert(1, "**kept as it is**: no camera shake worth undoing was found")
     elif answer.tiles is not None:
         parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
-        if answer.kernel is not None:
-            parts.insert(2, "shake estimate not trusted: the network answered")
+        if kernel is not None:
+            why = kernel.get("decision") or "not trusted"
+            parts.insert(2, f"shake estimate refused ({why}): the network answered")
     if settings.self_ensemble:
         parts.insert(1, "self-ensemble ×8")
     lines = [" · ".join(parts)]

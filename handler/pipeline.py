@@ -123,6 +123,7 @@ def response_document(
         "model": {"name": model_name, "version": model_version},
         "timing_ms": {"decode": job.decode_ms, "inference": result.inference_ms, "encode": answer.encode_ms},
         "tiles": result.report.tiles,
+        "path": result.report.path,
     }
     if job.options.kernel_aware:  # what the blind estimate found and whether it was used
         kernel = result.report.kernel

@@ -340,20 +340,21 @@ def test_download_is_the_restored_image_in_the_uploads_format_and_size(
     ("kernel", "tiles", "words"),
     [
         (
-            {"used": True, "spread_px": 6.06, "peak": 0.0366},
+            {"used": True, "decision": "deconvolved", "gamma": 1.0, "spread_px": 6.06},
             0,
-            "**deconvolved** with the estimated camera shake (spread 6.06 px), no network",
+            "**deconvolved** with the estimated camera shake (spread 6.06 px, blur in stored values)",
         ),
         (
-            {"used": True, "spread_px": 6.06, "peak": 0.0366},
-            6,
-            "**deconvolved** with the estimated camera shake (spread 6.06 px), refined by the network in 6 tiles",
+            {"used": True, "decision": "deconvolved", "gamma": 2.2, "spread_px": 6.06},
+            0,
+            "**deconvolved** with the estimated camera shake (spread 6.06 px, blur in light)",
         ),
         (
-            {"used": False, "spread_px": 12.9, "peak": 0.009},
+            {"used": False, "decision": "inconsistent across the frame", "spread_px": 12.9},
             6,
-            "**6 tiles** of 512 px (overlap 64) · shake estimate not trusted",
+            "**6 tiles** of 512 px (overlap 64) · shake estimate refused (inconsistent across the frame)",
         ),
+        ({"used": False, "decision": "no blur", "spread_px": 0.4}, 0, "**kept as it is**"),
         (None, 1, "**1 tile** of 512 px (overlap 64) · round trip"),
     ],
 )

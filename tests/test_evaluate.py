@@ -14,7 +14,9 @@ from PIL import Image
 from deblur.imageio import to_model_range, to_uint8
 from deblur.metrics import psnr, quantised, to_unit_range
 from deblur.model import DeblurUNet, ModelConfig, load_model, save_checkpoint
-from deblur.tiling import restore_tiled
+from deblur.restore import Network, restore_image
+from deblur.runtime import make_predictor
+from deblur.settings import RestoreOptions
 from train.data import find_pairs, split_off
 from train.evaluate import main
 
@@ -51,10 +53,11 @@ def test_reports_input_output_and_gain_per_image_and_mean(
     assert document["mean"] == pytest.approx(means)
     assert (document["tile"], document["overlap"], document["precision"]) == (32, 8, "fp32")
     first = document["images"][0]
-    # The same numbers as the serving path: load_model → restore_tiled → clamp → 8 bits, then the metric.
+    # The same numbers as the serving path: load_model → restore_image → 8 bits, then the metric.
     blur = to_model_range(np.asarray(Image.open(tmp_path / "test" / "blur" / "f0.png")))
     sharp = to_unit_range(to_model_range(np.asarray(Image.open(tmp_path / "test" / "sharp" / "f0.png"))))
-    restored = restore_tiled(load_model(checkpoint), blur, 32, 8).clamp(-1, 1)
+    network = Network(make_predictor(load_model(checkpoint), "cpu", "fp32"))
+    restored, _ = restore_image(blur, RestoreOptions(32, 8), network)
     assert first["output_psnr"] == pytest.approx(psnr(quantised(restored), sharp))
     assert first["output_psnr"] != pytest.approx(psnr(to_unit_range(restored), sharp), abs=1e-6)  # rounded first
     saved = np.asarray(Image.open(tmp_path / "restored" / "test_blur_f0.png"))

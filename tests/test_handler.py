@@ -148,7 +148,8 @@ def test_accept_header_picks_the_format(
 
 def test_json_request_gets_the_documented_answer(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
     answer = run_json(handler, context, {"image": f"data:image/png;base64,{b64(sample_png)}", "tile_size": 128})
-    assert set(answer) == {"image", "format", "width", "height", "model", "timing_ms", "tiles", "metrics"} - {"metrics"}
+    assert set(answer) == {"image", "format", "width", "height", "model", "timing_ms", "tiles", "path"}
+    assert answer["path"] == "network"
     assert (answer["format"], answer["width"], answer["height"]) == ("png", 96, 64)
     assert answer["model"] == {"name": "deblur", "version": "1.0"}
     assert set(answer["timing_ms"]) == {"decode", "inference", "encode"}
@@ -292,7 +293,8 @@ def test_kernel_aware_leaves_small_and_sharp_images_to_the_network(identity: tup
     assert small["kernel"] is None and small["tiles"] == 1
     sharp = png_bytes(discs_image(384, seed=2))
     answer = run_json(handler, context, {"image": b64(sharp), "ground_truth": b64(sharp), "kernel_aware": True})
-    assert answer["kernel"]["used"] is False and answer["tiles"] == 1 and answer["metrics"]["psnr"] is None  # as sent
+    assert answer["kernel"]["used"] is False and answer["kernel"]["decision"] == "no blur"
+    assert (answer["path"], answer["tiles"], answer["metrics"]["psnr"]) == ("input", 0, None)  # as sent
 
 
 def test_archive_default_kernel_aware_applies_to_every_request(model_dir: Path) -> None:

@@ -11,19 +11,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deblur.settings import from_mapping
+from deblur.settings import SettingsError, from_mapping
+
+FALLBACKS = ("input", "network")
 
 
 @dataclass(frozen=True)
 class BlindSettings:
-    # The blur model
-    gamma: float = 2.2  # exponent from stored values to the light the blur is assumed to mix (1: stored values)
-    kernel_size: int = 41  # side of the square kernel support searched, in px (odd)
+    # The blur model, estimated per photo among these candidates
+    gammas: tuple[float, ...] = (1.0, 2.2)  # exponents from stored values to the values the blur mixes (1: stored)
+    gamma: float = 2.2  # the exponent when only one is used (the deconvolution helpers' default domain)
+    kernel_size: int = 81  # side of the square kernel support searched, in px (odd)
 
     # The coarse-to-fine estimate
-    crop: int = 1024  # the estimate uses the centre crop of at most this side, in px
-    retry_crop: int | None = 1280  # an estimate turned away is made once more on this larger centre crop (None: never)
-    joint_channels: bool = True  # one latent per colour channel, one kernel from all (False: from their mean)
+    crop: int = 512  # each estimate uses a crop of at most this side, in px
+    consistency_crops: bool = True  # estimate again on a second, disjoint crop and require both to explain both
+    min_consistency_crop: int = 256  # the second crop is used only where both crops are at least this big, px
+    max_disagreement: float = 1.5  # a kernel may leave at most this times the other crop's own kernel's residual there
+    joint_channels: bool = False  # one latent per colour channel, one kernel from all (False: from their mean)
     coarsest_kernel: int = 5  # kernel side at the coarsest scale, in px: sets the number of scales
     scale_factor: float = math.sqrt(2)  # size ratio between neighbouring scales
     coarsest_side: int = 16  # smallest image side at any scale, in px
@@ -50,11 +55,19 @@ class BlindSettings:
     restore_beta_start: float = 1.0  # the splitting penalty of the first round
     restore_beta_growth: float = 2 * math.sqrt(2)  # its growth per round
 
-    # The gate: when an estimate is trusted
-    min_side: int = 384  # images with a shorter side are never estimated, in px
-    min_spread: float = 2.5  # estimates with a smaller RMS radius (nearly sharp photos) are turned away, in px
-    min_peak: float = 0.010  # estimates whose largest value is lower (diffuse blobs) are turned away
-    max_overshoot: float = 1e-3  # deconvolutions whose light leaves [0, 1] by more than this on average are refused
+    # The decision: when an estimate is trusted
+    min_side: int = 128  # images with a shorter side are never estimated, in px
+    min_spread: float = 1.5  # an estimate with a smaller RMS radius means no blur worth undoing: the photo is kept, px
+    max_core_mass: float = 0.35  # a kernel keeping more of its light within a pixel of its peak barely blurs: kept
+    min_peak: float = 0.005  # estimates whose largest value is lower (diffuse blobs) are turned away
+    max_relative_residual: float = 8.0  # refused when the crop's residual is over this many times the no-blur one
+    max_overshoot: float = 5e-3  # deconvolutions whose light leaves [0, 1] by more than this on average are refused
+    low_frequency_cell: int = 64  # the network's answer keeps the input's means over cells of this size, px
+    fallback: str = "input"  # what answers an image whose estimate is refused: "input" (the photo) or "network"
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise SettingsError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> BlindSettings:
