@@ -37,17 +37,25 @@ PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels → PNG colour type (gray
 
 
 class ImageError(ValueError):
-    """A request image that cannot be processed; ``status`` is the HTTP code to answer with."""
+    """A request image that cannot be processed; ``status`` is the HTTP code to answer with, ``code`` the
+    stable error name (``handler.request.ERROR_CODES``)."""
 
     status = 400
+    code = "unreadable_image"
+
+
+class EmptyImageError(ImageError):
+    code = "empty_image"
 
 
 class UnsupportedImageError(ImageError):
     status = 415
+    code = "unsupported_format"
 
 
 class ImageTooLargeError(ImageError):
     status = 413
+    code = "image_too_large"
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class DecodedImage:
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode ``data`` with the allow-listed decoders, enforcing the pixel cap."""
     if not data:
-        raise ImageError("empty body: send the image bytes (PNG, JPEG, WebP, BMP or TIFF)")
+        raise EmptyImageError("empty body: send the image bytes (PNG, JPEG, WebP, BMP or TIFF)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -188,6 +196,21 @@ def to_8bit(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     return np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def kernel_picture(kernel: torch.Tensor, margin: int = 2, min_side: int = 64) -> bytes:
+    """A blur kernel as a small gray PNG: cropped to its support (plus ``margin`` px), brightest weight white,
+    each kernel pixel a square of at least 2×2 pixels so that the longer side reaches ``min_side``."""
+    weights = kernel.detach().double().cpu().clamp(min=0)
+    rows, cols = torch.nonzero(weights > weights.max() * 1e-3, as_tuple=True)
+    if rows.numel() == 0:
+        rows = cols = torch.tensor([weights.shape[0] // 2])
+    top, left = max(int(rows.min()) - margin, 0), max(int(cols.min()) - margin, 0)
+    crop = weights[top : int(rows.max()) + margin + 1, left : int(cols.max()) + margin + 1]
+    gray = (crop / crop.max().clamp(min=1e-12) * 255).round().to(torch.uint8).numpy()
+    scale = max(2, -(-min_side // max(gray.shape)))
+    gray = np.repeat(np.repeat(gray, scale, axis=0), scale, axis=1)
+    return encode_png(gray[:, :, None])
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--feedback-db",
         type=Path,
         default=default_db_path(),
-        help="SQLite file for 👍/👎 feedback (env DEBLUR_FEEDBACK_DB; default run/feedback.sqlite3)",
+        help="SQLite file for Good/Bad feedback (env DEBLUR_FEEDBACK_DB; default run/feedback.sqlite3)",
     )
     return parser.parse_args(argv)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import logging
 import math
 import tempfile
@@ -28,6 +29,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo.backend import (
+    PATHS,
     BackendStatus,
     QualityReport,
     Restoration,
@@ -38,6 +40,7 @@ from demo.backend import (
 from demo.feedback import FeedbackCase, FeedbackStore, default_db_path
 from demo.images import ImageError, open_image
 from demo.limits import MAX_FILE_SIZE, MULTIPART_SLACK_BYTES, Limits, make_room, megabytes
+from demo.make_examples import OUTCOMES_FILE
 from serve.client import BackendError, TorchServeClient
 
 __all__ = ["MAX_FILE_SIZE", "Limits", "QualityReport", "build_demo", "deblur_images", "launch_demo"]
@@ -73,7 +76,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class FeedbackDraft:
-    """What a 👍/👎 on the current result refers to: files in this request's temp dirs, and the settings."""
+    """What a Good/Bad rating of the current result refers to: files in this request's temp dirs, and the settings."""
 
     input_path: str
     output_path: str
@@ -98,9 +101,10 @@ class FeedbackDraft:
 class DeblurOutcome:
     slider: SliderValue
     metrics: str  # Markdown: the quality table, or a hint when there is no ground truth
-    details: str  # Markdown: model version, tiles, server timing
+    details: str  # Markdown: model version, the path that answered and why, server timing
     download: Path  # the restored image in the upload's format and size
     draft: FeedbackDraft
+    kernel: Path | None = None  # the estimated kernel's picture when a deconvolution answered
 
 
 def user_error(message: str) -> gr.Error:
@@ -188,11 +192,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def format_number(value: float, digits: int, signed: bool = False) -> str:
-    if math.isnan(value):  # e.g. a gain of ∞ - ∞ when both images equal the ground truth
+    """A table cell; "—" where there is no finite value (a PSNR or gain against an identical ground truth)."""
+    if not math.isfinite(value):
         return "—"
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+IDENTICAL_NOTE = "*The input already equals the ground truth: its PSNR is unbounded, so there is no gain to show.*"
+EXACT_NOTE = "*The output equals the ground truth exactly (unbounded PSNR).*"
 
 
 def format_report(report: QualityReport) -> str:
@@ -205,30 +212,46 @@ def format_report(report: QualityReport) -> str:
     for name, before, after, gain, digits in rows:
         cells = [format_number(before, digits), format_number(after, digits), format_number(gain, digits, signed=True)]
         lines.append(f"| {name} | {' | '.join(cells)} |")
+    if math.isinf(report.psnr_input):
+        lines += ["", IDENTICAL_NOTE]
+    elif math.isinf(report.psnr_output):
+        lines += ["", EXACT_NOTE]
     return "\n".join(lines)
 
 
+def path_phrase(answer: Restoration, settings: RestoreSettings) -> str:
+    """Which path answered and why, in words: the kernel report's decision, else the path the server named."""
+    kernel, tiles = answer.kernel, f"{tiles_phrase(answer.tiles or 0)} of {settings.tile_size} px"
+    decision = kernel.get("decision") if kernel else None
+    if answer.path == "deconvolution" or (kernel is not None and kernel.get("used")):
+        domain = "stored values" if kernel and kernel.get("gamma") == 1 else "light"
+        spread, support = (kernel or {}).get("spread_px"), (kernel or {}).get("support_px")
+        shake = f"spread {spread} px, support {support} px, blur in {domain}"
+        return f"**deconvolved** with the estimated camera shake ({shake})"
+    if answer.path == "input":
+        if decision == "no blur":
+            return "**kept as it is**: no camera shake worth undoing was found"
+        return (
+            f"**kept as it is**: the shake estimate was refused ({decision or 'not trusted'}), so nothing was changed"
+        )
+    if decision is not None:
+        return f"**network** ({tiles}, overlap {settings.overlap}): the shake estimate was refused ({decision})"
+    if kernel is None and answer.kernel_aware:
+        return f"**network** ({tiles}, overlap {settings.overlap}): the image is too small for a shake estimate"
+    return f"**network** ({tiles}, overlap {settings.overlap})"
+
+
 def format_details(answer: Restoration, settings: RestoreSettings, metrics_source: str | None) -> str:
-    """One Markdown paragraph: which model ran, how, and how long each step took."""
+    """One Markdown paragraph: which model ran, which path answered and why, and how long each step took."""
     version = answer.model_version or settings.version or "default"
-    parts = [f"**Model** {version}", f"round trip {answer.round_trip_ms:,.0f} ms"]
+    parts = [f"**Model** {version}", path_phrase(answer, settings)]
+    if settings.self_ensemble and answer.path == "network":
+        parts.append("self-ensemble ×8")
     timing = answer.timing_ms
     if timing:
         steps = " · ".join(f"{name} {ms:,.0f}" for name, ms in timing.items())
-        parts.insert(1, f"**server** {sum(timing.values()):,.0f} ms ({steps})")
-    kernel = answer.kernel
-    if kernel is not None and kernel["used"]:
-        spread, domain = kernel.get("spread_px"), "stored values" if kernel.get("gamma") == 1 else "light"
-        parts.insert(1, f"**deconvolved** with the estimated camera shake (spread {spread} px, blur in {domain})")
-    elif kernel is not None and kernel.get("decision") == "no blur":
-        parts.insert(1, "**kept as it is**: no camera shake worth undoing was found")
-    elif answer.tiles is not None:
-        parts.insert(1, f"**{tiles_phrase(answer.tiles)}** of {settings.tile_size} px (overlap {settings.overlap})")
-        if kernel is not None:
-            why = kernel.get("decision") or "not trusted"
-            parts.insert(2, f"shake estimate refused ({why}): the network answered")
-    if settings.self_ensemble:
-        parts.insert(1, "self-ensemble ×8")
+        parts.append(f"**server** {sum(timing.values()):,.0f} ms ({steps})")
+    parts.append(f"round trip {answer.round_trip_ms:,.0f} ms")
     lines = [" · ".join(parts)]
     if metrics_source:
         lines.append(f"*Metrics computed {metrics_source}.*")
@@ -324,7 +347,11 @@ def deblur_images(
     )
     slider = (displayable(blurred.image), displayable(restored))
     details = format_details(answer, settings, source)
-    return DeblurOutcome(slider, metrics, details, download, draft)
+    kernel = None
+    if answer.path == "deconvolution" and answer.kernel_picture:
+        kernel = download.with_name("kernel.png")
+        kernel.write_bytes(answer.kernel_picture)
+    return DeblurOutcome(slider, metrics, details, download, draft, kernel)
 
 
 def backend_health(status: BackendStatus) -> str:
@@ -348,17 +375,42 @@ def record_feedback(store: FeedbackStore, draft: FeedbackDraft | None, verdict: 
         case_id = store.add(draft.case(verdict, comment or ""))
     except (OSError, ValueError) as exc:
         raise user_error(f"The feedback could not be saved: {exc}") from exc
-    thumb = "👍" if verdict == "up" else "👎"
-    return f"{thumb} Thanks — saved as case #{case_id}." + (
+    rating = "good" if verdict == "up" else "bad"
+    return f"Thanks: rated {rating}, saved as case #{case_id}." + (
         " It will be part of the next retraining set." if verdict == "down" else ""
     )
 
 
 def example_pairs(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
-    """[[blurred, sharp], ...] of the bundled examples, and their labels."""
+    """[[blurred, sharp], ...] of the bundled examples, and their labels: the name and what the shipped model
+    answers for it (from ``outcomes.json``, which a test checks against a fresh restoration)."""
     pairs = [(p, p.with_name(p.name.replace("_blurred", "_sharp"))) for p in sorted(folder.glob("*_blurred.*"))]
     pairs = [(b, s) for b, s in pairs if s.is_file()]
-    return [[str(b), str(s)] for b, s in pairs], [b.name.split("_blurred")[0].capitalize() for b, _ in pairs]
+    outcomes = read_outcomes(folder)
+    labels = []
+    for blurred, _ in pairs:
+        name = blurred.name.split("_blurred")[0]
+        outcome = outcomes.get(name)
+        labels.append(name.capitalize() + (f" · {outcome_phrase(outcome)}" if outcome else ""))
+    return [[str(b), str(s)] for b, s in pairs], labels
+
+
+def read_outcomes(folder: Path) -> dict[str, Any]:
+    try:
+        outcomes = json.loads((folder / OUTCOMES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return outcomes if isinstance(outcomes, dict) else {}
+
+
+def outcome_phrase(outcome: dict[str, Any]) -> str:
+    """'deconvolved, +0.97 dB' / 'kept as it is (diffuse kernel)' / 'network, +0.12 dB'."""
+    metrics, kernel = outcome.get("metrics") or {}, outcome.get("kernel") or {}
+    if outcome.get("path") == "input":
+        return f"kept as it is ({kernel.get('decision', 'no blur')})"
+    word = "deconvolved" if outcome.get("path") == "deconvolution" else "network"
+    gain = (metrics.get("psnr") or 0) - (metrics.get("input_psnr") or 0)
+    return f"{word}, {gain:+.2f} dB"
 
 
 INTRO = """# Deblur
@@ -368,7 +420,19 @@ Add the sharp original as ground truth to measure the improvement."""
 CSS = """
 #deblur-run { margin-top: 0.5rem; }
 #metrics table { width: 100%; font-variant-numeric: tabular-nums; }
+#slider-sides { display: flex; justify-content: space-between; margin-bottom: -0.4rem; }
+#slider-sides span { background: #374151; color: #fff; padding: 0.1rem 0.6rem; border-radius: 0.3rem;
+  font-size: 0.85rem; }
 """
+SLIDER_SIDES = (
+    '<div id="slider-sides"><span id="side-before">left: blurred</span>'
+    '<span id="side-after">right: restored</span></div>'
+)
+PATH_CHOICES = [
+    ("archive default", "default"),
+    ("undo the camera shake where the estimate is trusted (kernel-aware)", "kernel-aware"),
+    ("network only (moving objects, non-uniform blur)", "network"),
+]
 
 
 def build_demo(
@@ -385,13 +449,17 @@ def build_demo(
         tile_size: float = 512,
         overlap: float = 64,
         self_ensemble: bool = False,
+        path: str = "default",
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented way to ask for progress)
-    ) -> tuple[SliderValue, str, str, str, FeedbackDraft]:
-        """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM."""
-        settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble))
+    ) -> tuple[SliderValue, str, str, str, str | None, FeedbackDraft]:
+        """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM. ``path``:
+        "default" (the archive decides), "kernel-aware" or "network"."""
+        if path not in PATHS:
+            raise user_error(f"The restoration path must be one of {', '.join(PATHS)}, not {path!r}.")
+        settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble), path)
         outcome = deblur_images(client, blurred, ground_truth, settings, progress, limits)
-        download = str(outcome.download)
-        return outcome.slider, outcome.metrics, outcome.details, download, outcome.draft
+        kernel = str(outcome.kernel) if outcome.kernel else None
+        return outcome.slider, outcome.metrics, outcome.details, str(outcome.download), kernel, outcome.draft
 
     def health() -> tuple[str, gr.Dropdown]:
         """Whether the TorchServe backend is reachable, has ready workers, and which model versions it has."""
@@ -399,9 +467,10 @@ def build_demo(
         choices, value = version_choices(status)
         return backend_health(status), gr.Dropdown(choices=choices, value=value)
 
-    def after_run() -> tuple[gr.Button, gr.Button, str, str]:
-        # Feedback opens for the new result.
-        return gr.Button(interactive=True), gr.Button(interactive=True), "", ""
+    def after_run(kernel_picture: str | None) -> tuple[gr.Button, gr.Button, str, str, gr.Image]:
+        # Feedback opens for the new result; the kernel picture shows only when a deconvolution answered.
+        shown = gr.Image(visible=kernel_picture is not None)
+        return gr.Button(interactive=True), gr.Button(interactive=True), "", "", shown
 
     def rate(verdict: str) -> Callable[[FeedbackDraft | None, str], tuple[str, gr.Button, gr.Button]]:
         def handler(draft: FeedbackDraft | None, comment: str) -> tuple[str, gr.Button, gr.Button]:
@@ -415,7 +484,7 @@ def build_demo(
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
             health_line = gr.Markdown("Backend: checking…", elem_id="health")
-            refresh = gr.Button("↻ Check backend", size="sm", scale=0, min_width=140)
+            refresh = gr.Button("Check backend", size="sm", scale=0, min_width=140)
         with gr.Row():
             with gr.Column(scale=2):
                 # filepath + image_mode=None: Gradio hands over the uploaded file untouched, so the
@@ -448,37 +517,55 @@ def build_demo(
                     tile_size = gr.Slider(128, 1024, value=512, step=64, label="Tile size (px)")
                     overlap = gr.Slider(0, 256, value=64, step=16, label="Tile overlap (px)")
                     self_ensemble = gr.Checkbox(label="Self-ensemble (8 flips/rotations, slower, a bit sharper)")
+                    path = gr.Radio(
+                        PATH_CHOICES,
+                        value="default",
+                        label="Restoration path",
+                        info="Kernel-aware suits camera shake; the network suits moving objects",
+                        elem_id="path",
+                    )
                 run = gr.Button("Deblur", variant="primary", elem_id="deblur-run")
                 pairs, labels = example_pairs()
                 if pairs:
                     gr.Examples(
                         pairs,
                         [blurred, ground_truth],
-                        label="Examples (synthetic camera shake, with the sharp original as ground truth)",
+                        label="Examples (synthetic camera shake, with the sharp original; what the shipped model does)",
                         example_labels=labels,
                     )
             with gr.Column(scale=3):
+                gr.HTML(SLIDER_SIDES, padding=False)
                 slider = gr.ImageSlider(
                     label="Before / after", format="png", interactive=False, max_height=640, elem_id="result"
                 )
                 metrics = gr.Markdown(elem_id="metrics")
                 details = gr.Markdown(elem_id="details")
+                kernel = gr.Image(
+                    label="Estimated blur kernel (brightest = most weight)",
+                    type="filepath",
+                    interactive=False,
+                    visible=False,
+                    height=120,
+                    width=160,
+                    buttons=[],
+                    elem_id="kernel",
+                )
                 download = gr.File(label="Restored image (original format and size)", interactive=False)
                 with gr.Group():
                     comment = gr.Textbox(label="How did it do? (optional comment)", lines=1, max_length=2000)
                     with gr.Row():
-                        thumbs_up = gr.Button("👍 Good", interactive=False, elem_id="thumbs-up")
-                        thumbs_down = gr.Button("👎 Bad", interactive=False, elem_id="thumbs-down")
+                        thumbs_up = gr.Button("Good", interactive=False, elem_id="thumbs-up")
+                        thumbs_down = gr.Button("Bad", interactive=False, elem_id="thumbs-down")
                 feedback_status = gr.Markdown(elem_id="feedback-status")
         draft = gr.State(None)
 
-        inputs = [blurred, ground_truth, version, tile_size, overlap, self_ensemble]
-        outputs = [slider, metrics, details, download, draft]
+        inputs = [blurred, ground_truth, version, tile_size, overlap, self_ensemble, path]
+        outputs = [slider, metrics, details, download, kernel, draft]
         event = run.click(deblur, inputs, outputs, api_name="deblur", show_progress_on=slider)
         event.success(
             after_run,
-            None,
-            [thumbs_up, thumbs_down, feedback_status, comment],
+            kernel,
+            [thumbs_up, thumbs_down, feedback_status, comment, kernel],
             api_visibility="private",
             queue=False,
         )

@@ -20,17 +20,29 @@ HEALTH_TIMEOUT_S = 5.0  # a health line that hangs for the full inference timeou
 RESPONSE_FORMAT = "png"  # lossless, keeps alpha and 16 bits: the slider and the download start from it
 
 
+# The page's restoration paths → the request's kernel_aware (None: not sent, the archive's default decides).
+PATHS: dict[str, bool | None] = {"default": None, "kernel-aware": True, "network": False}
+
+
 @dataclass(frozen=True)
 class RestoreSettings:
-    """What the person chose: model version (None → the server's default) and the tiling options."""
+    """What the person chose: model version (None → the server's default), the tiling options and the path
+    (a key of ``PATHS``)."""
 
     version: str | None = None
     tile_size: int = 512
     overlap: int = 64
     self_ensemble: bool = False
+    path: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.path not in PATHS:
+            raise ValueError(f"the restoration path must be one of {', '.join(PATHS)}, got {self.path!r}")
 
     def payload_options(self) -> dict[str, Any]:
-        return {"tile_size": self.tile_size, "overlap": self.overlap, "self_ensemble": self.self_ensemble}
+        options = {"tile_size": self.tile_size, "overlap": self.overlap, "self_ensemble": self.self_ensemble}
+        kernel_aware = PATHS[self.path]
+        return options if kernel_aware is None else options | {"kernel_aware": kernel_aware}
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,10 @@ class Restoration:
     timing_ms: dict[str, float] = field(default_factory=dict)
     tiles: int | None = None
     metrics: QualityReport | None = None
-    kernel: dict[str, Any] | None = None  # kernel_aware's report: {"used", "spread_px", "peak"}
+    path: str | None = None  # what answered: "deconvolution", "network" or "input"
+    kernel: dict[str, Any] | None = None  # kernel_aware's report: "used", "decision", "spread_px", ... (README)
+    kernel_picture: bytes | None = None  # the estimated kernel as a small PNG
+    kernel_aware: bool = False  # whether the kernel-aware path ran (its report, or null for a small image)
 
 
 def b64(data: bytes) -> str:
@@ -103,6 +118,7 @@ def parse_answer(body: Any, round_trip_ms: float) -> Restoration:
     model = body.get("model") if isinstance(body.get("model"), dict) else {}
     timing = body.get("timing_ms") if isinstance(body.get("timing_ms"), dict) else {}
     tiles = body.get("tiles")
+    kernel = body["kernel"] if isinstance(body.get("kernel"), dict) and "used" in body["kernel"] else None
     return Restoration(
         image=image,
         round_trip_ms=round_trip_ms,
@@ -110,8 +126,21 @@ def parse_answer(body: Any, round_trip_ms: float) -> Restoration:
         timing_ms={str(k): float(v) for k, v in timing.items() if isinstance(v, int | float)},
         tiles=tiles if isinstance(tiles, int) else None,
         metrics=parse_metrics(body.get("metrics")),
-        kernel=body["kernel"] if isinstance(body.get("kernel"), dict) and "used" in body["kernel"] else None,
+        path=body["path"] if isinstance(body.get("path"), str) else None,
+        kernel=kernel,
+        kernel_picture=decode_picture(kernel.get("png")) if kernel else None,
+        kernel_aware="kernel" in body,
     )
+
+
+def decode_picture(text: Any) -> bytes | None:
+    """The kernel report's base64 PNG; None when absent or not base64 (the page then shows no picture)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
 
 
 def parse_metrics(metrics: Any) -> QualityReport | None:

@@ -1,7 +1,7 @@
-"""Feedback from the page (👍 / 👎 + comment) in a local SQLite file, and its export as a retraining skeleton.
+"""Feedback from the page (Good / Bad + comment) in a local SQLite file, and its export as a retraining skeleton.
 
 Each row keeps the uploaded bytes, the restored PNG, the ground truth when one was given, the model
-version and settings, the verdict and the comment. ``python -m demo.feedback export DIR`` writes the 👎
+version and settings, the verdict and the comment. ``python -m demo.feedback export DIR`` writes the Bad
 cases as ``DIR/blur/<id>.png`` (the input, upright), ``DIR/restored/<id>.png``, ``DIR/sharp/<id>.png``
 only where a ground truth came with the case (the rest is for a person to fill), and
 ``DIR/feedback.json`` with everything else.
@@ -173,7 +173,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write cases as DIR/{blur,restored,sharp}/<id>.png + feedback.json")
     export.add_argument("out_dir", type=Path)
-    export.add_argument("--verdict", choices=["down", "up", "all"], default="down", help="which cases (default 👎)")
+    export.add_argument(
+        "--verdict", choices=["down", "up", "all"], default="down", help="which cases (default down: the Bad ratings)"
+    )
     commands.add_parser("list", help="one line per stored case")
     return parser.parse_args(argv)
 

@@ -2,9 +2,10 @@
 
 ``preprocess`` validates, decodes and plans each row (``handler.request``, ``handler.pipeline``),
 ``inference`` restores it (``deblur.restore.restore_image``), ``postprocess`` encodes it and
-answers with the image, or with a JSON document when the request was JSON. Bad input becomes a
-``PredictionException`` with a 4xx status and a message, so clients never see a bare 503 and the
-worker keeps running. Per-request data flows through return values, never through ``self``.
+answers with the image, or with a JSON document when the request was JSON. Bad input becomes that
+row's 4xx answer ``{"code", "error", "message"}`` (``Refusal``), so clients never see a bare 503, other
+rows of a batch are served and the worker keeps running. Per-request data flows through return values,
+never through ``self``.
 
 Inside the .mar this file sits at the archive root next to the ``deblur/`` and ``handler/``
 packages, so the imports below resolve the same way there as in the repository. TorchServe
@@ -16,8 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,18 @@ from ts.context import Context
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
-from ts.utils.util import PredictionException
 
-from deblur.imageio import ImageError
 from deblur.model import load_model
 from deblur.restore import Network
 from deblur.runtime import make_predictor, resolve_precision, resolve_tile_batch
 from deblur.settings import ServingSettings
-from handler.pipeline import Answer, Job, Result, encode, prepare, response_document, restore
-from handler.request import RequestError, parse_row
+from handler.pipeline import Answer, Job, Refusal, Result, encode, prepare, refusing, response_document, restore
+from handler.request import parse_row
 
 log = logging.getLogger(__name__)
 
-# TorchServe 0.12's frontend turns a backend 413 into 507 Insufficient Storage (a server error), so an
-# image over the pixel cap is answered 422 Unprocessable Content instead; other statuses pass through.
-STATUS_REWRITES = {413: 422}
+VERSION_HEADER = "X-Deblur-Version"  # the model version that answered
+PATH_HEADER = "X-Deblur-Path"  # what answered: "deconvolution", "network" or "input"
 
 # Custom metrics (counters, so Prometheus can derive rates and per-request means).
 METRIC_TILES = "DeblurTiles"
@@ -72,30 +69,35 @@ class DeblurHandler(BaseHandler):
         )  # fmt: skip
         self.initialized = True
 
-    def preprocess(self, data: list[dict[str, Any]]) -> list[Job]:
-        with as_http_errors():
-            return [self.prepare_row(idx, row) for idx, row in enumerate(data)]
+    def preprocess(self, data: list[dict[str, Any]]) -> list[Job | Refusal]:
+        return [refusing(self.prepare_row, idx, row) for idx, row in enumerate(data)]
 
     def prepare_row(self, idx: int, row: dict[str, Any]) -> Job:
-        accept = header(self.context, idx, "accept")
-        request = parse_row(row, row_content_type(self.context, idx), accept, self.settings)
+        accept, request_type = header(self.context, idx, "accept"), header(self.context, idx, "content-type")
+        request = parse_row(row, row_content_type(self.context, idx), accept, self.settings, request_type)
         return prepare(request, self.settings)
 
-    def inference(self, data: list[Job], *args: Any, **kwargs: Any) -> list[tuple[Job, Result]]:
+    def inference(self, data: list[Job | Refusal], *args: Any, **kwargs: Any) -> list[tuple[Job, Result] | Refusal]:
         with torch.inference_mode():
-            return [(job, restore(job, self.network)) for job in data]
+            return [job if isinstance(job, Refusal) else (job, restore(job, self.network)) for job in data]
 
-    def postprocess(self, data: list[tuple[Job, Result]]) -> list[bytes]:
-        with as_http_errors():
-            answers = [encode(job, result) for job, result in data]
+    def postprocess(self, data: list[tuple[Job, Result] | Refusal]) -> list[bytes]:
         replies = []
-        for idx, ((job, result), answer) in enumerate(zip(data, answers, strict=True)):
+        for idx, item in enumerate(data):
+            answer = item if isinstance(item, Refusal) else refusing(encode, *item)
+            if isinstance(answer, Refusal):
+                replies.append(self.refuse(idx, answer))
+                continue
+            job, result = item
             emit_metrics(self.context, idx, job, result, self.model_version)
             replies.append(self.answer(idx, job, result, answer))
         return replies
 
     def answer(self, idx: int, job: Job, result: Result, answer: Answer) -> bytes:
-        """The image itself, or the JSON document when the request was JSON; sets the content type."""
+        """The image itself, or the JSON document when the request was JSON; sets the content type, and headers
+        naming the version and the path that answered (an image answer has no other place for them)."""
+        self.context.set_response_header(idx, VERSION_HEADER, self.model_version)
+        self.context.set_response_header(idx, PATH_HEADER, result.report.path)
         if not job.json_response:
             self.context.set_response_content_type(idx, job.mime_type)
             return answer.data
@@ -104,15 +106,12 @@ class DeblurHandler(BaseHandler):
         document = response_document(job, result, answer, image, self.model_name, self.model_version)
         return json.dumps(document, allow_nan=False).encode()
 
-
-@contextmanager
-def as_http_errors() -> Iterator[None]:
-    """The request's own faults → PredictionException with their 4xx status (the batch fails as one)."""
-    try:
-        yield
-    except (ImageError, RequestError) as exc:
-        # TorchServe fails the whole batch with this status; batchSize is 1 in our archive.
-        raise PredictionException(str(exc), STATUS_REWRITES.get(exc.status, exc.status)) from exc
+    def refuse(self, idx: int, refusal: Refusal) -> bytes:
+        """A request's own fault, answered for that row alone: its status and ``{"code", "error", "message"}``."""
+        log.info("request refused: %d %s: %s", refusal.status, refusal.error, refusal.message)
+        self.context.set_response_status(refusal.status, HTTPStatus(refusal.status).phrase, idx)
+        self.context.set_response_content_type(idx, "application/json")
+        return json.dumps(refusal.document(), ensure_ascii=False).encode()
 
 
 def emit_metrics(context: Context, idx: int, job: Job, result: Result, version: str) -> None:

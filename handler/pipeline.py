@@ -8,18 +8,25 @@ request image (EXIF orientation applied, alpha ignored, gray replicated to RGB).
 
 from __future__ import annotations
 
+import base64
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from deblur.blind.settings import BlindSettings
-from deblur.imageio import DecodedImage, decode_image, encode_array, to_array
+from deblur.imageio import DecodedImage, ImageError, decode_image, encode_array, kernel_picture, to_array
 from deblur.metrics import score_restoration
 from deblur.restore import Network, Plan, RestoreReport, plan_restoration, restore_image
 from deblur.settings import MIME_TYPES, RestoreOptions, ServingSettings
-from handler.request import Request, check_budget, check_sizes
+from handler.request import Request, RequestError, check_budget, check_sizes
+
+# TorchServe 0.12's frontend turns a backend 413 into 507 Insufficient Storage (a server error), so an
+# image over the pixel cap is answered 422 Unprocessable Content instead; other statuses pass through.
+STATUS_REWRITES = {413: 422}
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,27 @@ class Result:
 class Answer:
     data: bytes  # the encoded image
     encode_ms: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row that is not served: the HTTP status, the stable error code and the message."""
+
+    status: int
+    error: str
+    message: str
+
+    def document(self) -> dict[str, object]:
+        return {"code": self.status, "error": self.error, "message": self.message}
+
+
+def refusing(step: Callable[..., Any], *args: Any) -> Any:
+    """``step(*args)``, or the Refusal for the request's own faults (bad input, over a limit); anything else
+    is a server fault and propagates."""
+    try:
+        return step(*args)
+    except (ImageError, RequestError) as exc:
+        return Refusal(STATUS_REWRITES.get(exc.status, exc.status), exc.code, str(exc))
 
 
 def elapsed_ms(start: float) -> float:
@@ -127,7 +155,8 @@ def response_document(
     }
     if job.options.kernel_aware:  # what the blind estimate found and whether it was used
         kernel = result.report.kernel
-        document["kernel"] = None if kernel is None else kernel.report()
+        picture = None if kernel is None else base64.b64encode(kernel_picture(kernel.kernel)).decode("ascii")
+        document["kernel"] = None if kernel is None else kernel.report() | {"png": picture}
     metrics = quality_metrics(job, result)
     if metrics is not None:
         document["metrics"] = metrics

@@ -4,7 +4,8 @@
 a multipart field (``data`` or ``file``), as a base64 string (optionally a data URL), or as a JSON object
 (see ``JSON_FIELDS``). Raw, multipart and base64 requests are answered with the image itself; JSON
 requests with a JSON document. ``check_sizes`` checks what needs the decoded image sizes. Anything
-malformed raises ``RequestError`` with a message that names the offending field.
+malformed raises ``RequestError`` with a message that names the offending field and a stable ``code``
+(``ERROR_CODES``; the handler answers ``{"code": status, "error": code, "message": ...}``).
 """
 
 from __future__ import annotations
@@ -38,16 +39,40 @@ FORMAT_ALIASES = {"jpg": "jpeg"}
 ACCEPT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
 
 
-class RequestError(ValueError):
-    """A request that cannot be served as sent; ``status`` is the HTTP code to answer with."""
+# Every "error" a refusal can carry (stable: apps branch on it), with its HTTP status and when it is sent.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "no_image": (400, "the request has no image: no body, or no form field 'data', 'body' or 'file'"),
+    "empty_image": (400, "the image (body or field) is empty"),
+    "not_an_image": (400, "text that is neither an image, base64 nor a JSON object"),
+    "invalid_json": (400, "a JSON body that does not parse or is not an object"),
+    "unknown_field": (400, "a JSON field the contract does not have"),
+    "missing_field": (400, "the JSON field 'image' is missing"),
+    "wrong_type": (400, "a JSON field of the wrong type"),
+    "invalid_base64": (400, "a base64 field that does not decode"),
+    "invalid_value": (400, "tile_size, overlap or format out of range"),
+    "size_mismatch": (400, "ground_truth of another size than the image"),
+    "ensemble_too_large": (400, "self_ensemble on an image above its pixel limit"),
+    "unreadable_image": (400, "a truncated or corrupt image, or corrupt EXIF data"),
+    "unsupported_format": (415, "not PNG, JPEG, WebP, BMP or TIFF"),
+    "image_too_large": (422, "more pixels than the archive's cap"),
+    "over_budget": (422, "an estimated compute over the archive's budget"),
+}
 
-    status = 400
+
+class RequestError(ValueError):
+    """A request that cannot be served as sent; ``code`` is one of ``ERROR_CODES``, which gives the status."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = ERROR_CODES[code][0]
 
 
 class OverBudgetError(RequestError):
     """A request whose estimated compute is over the archive's budget (422: 413 would become TorchServe's 507)."""
 
-    status = 422
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "over_budget")
 
 
 @dataclass(frozen=True)
@@ -65,20 +90,27 @@ def check_tiling(tile_size: int, overlap: int) -> None:
     """Reject tile sizes and overlaps that make no sense, naming the field."""
     low, high = TILE_SIZE_RANGE
     if not low <= tile_size <= high:
-        raise RequestError(f"field 'tile_size' must be between {low} and {high}, got {tile_size}")
+        raise RequestError(f"field 'tile_size' must be between {low} and {high}, got {tile_size}", "invalid_value")
     if not 0 <= overlap <= tile_size // 2:
-        raise RequestError(f"field 'overlap' must be between 0 and tile_size/2 = {tile_size // 2}, got {overlap}")
+        raise RequestError(
+            f"field 'overlap' must be between 0 and tile_size/2 = {tile_size // 2}, got {overlap}", "invalid_value"
+        )
 
 
 def parse_row(
-    row: Mapping[str, Any], content_type: str | None, accept: str | None, settings: ServingSettings
+    row: Mapping[str, Any],
+    content_type: str | None,
+    accept: str | None,
+    settings: ServingSettings,
+    request_type: str | None = None,
 ) -> Request:
-    """Validate one request row; ``content_type`` is the row's, ``accept`` the request's Accept header."""
-    value = row_payload(row)
+    """Validate one request row; ``content_type`` is the row's payload's, ``accept`` the request's Accept
+    header and ``request_type`` its Content-Type header (named in the message when no image is found)."""
+    key, value = row_payload(row, request_type)
     document = json_document(value, content_type)
     if document is not None:
         return from_json(document, accept, settings)
-    return Request(image_bytes(value), None, settings.options(), format_from_accept(accept), json_response=False)
+    return Request(image_bytes(value, key), None, settings.options(), format_from_accept(accept), json_response=False)
 
 
 def check_sizes(
@@ -90,20 +122,41 @@ def check_sizes(
     if options.self_ensemble and width * height > settings.ensemble_max_pixels:
         raise RequestError(
             f"field 'self_ensemble' is limited to images of at most {settings.ensemble_max_pixels} pixels "
-            f"(it runs the model 8 times); this one is {width}×{height}: send it without self_ensemble"
+            f"(it runs the model 8 times); this one is {width}×{height}: send it without self_ensemble",
+            "ensemble_too_large",
         )
     if truth_size is not None and truth_size != image_size:
         raise RequestError(
             f"field 'ground_truth' is {truth_size[0]}×{truth_size[1]} but the image is "
-            f"{width}×{height} (after EXIF orientation): send the sharp version of the same image"
+            f"{width}×{height} (after EXIF orientation): send the sharp version of the same image",
+            "size_mismatch",
         )
 
 
-def row_payload(row: Mapping[str, Any]) -> Any:
+def row_payload(row: Mapping[str, Any], request_type: str | None = None) -> tuple[str, Any]:
+    """(the payload's field name, its value); no such field is a RequestError naming what was sent."""
     key = next((k for k in PAYLOAD_KEYS if row.get(k) is not None), None)
-    if key is None:
-        raise RequestError("no image in the request: send the bytes as the body or as a multipart field 'data'")
-    return row[key]
+    if key is not None:
+        return key, row[key]
+    if any(k in row for k in PAYLOAD_KEYS):  # TorchServe parsed a JSON body of null
+        raise RequestError('the JSON body must be an object like {"image": "<base64>"}, got null', "invalid_json")
+    hint = "send the image bytes as the body or as a multipart field 'data'"
+    if (request_type or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        hint = (
+            "the body was sent as a form (Content-Type application/x-www-form-urlencoded, curl's default for "
+            "--data-binary): send it with Content-Type application/octet-stream (or image/png...), or as a "
+            "multipart field 'data' (curl -F data=@photo.png)"
+        )
+    elif row:
+        hint = f"the request has the field(s) {field_names(row)}, but the image goes in a multipart field 'data'"
+    raise RequestError(f"no image in the request: {hint}", "no_image")
+
+
+def field_names(row: Mapping[str, Any], shown: int = 3) -> str:
+    """The row's field names as the sender would recognise them: printable, short, at most ``shown``."""
+    names = [repr(name[:40]) for name in row if isinstance(name, str) and name.isprintable()][:shown]
+    rest = len(row) - len(names)
+    return ", ".join(names + ([f"{rest} other(s)"] if rest else []))
 
 
 def json_document(value: Any, content_type: str | None) -> dict[str, Any] | None:
@@ -111,25 +164,39 @@ def json_document(value: Any, content_type: str | None) -> dict[str, Any] | None
     if isinstance(value, dict):  # TorchServe already parsed an application/json body
         return value
     if isinstance(value, list | int | float | bool):
-        raise RequestError('the JSON body must be an object like {"image": "<base64>"}')
+        raise RequestError('the JSON body must be an object like {"image": "<base64>"}', "invalid_json")
     is_json_type = (content_type or "").split(";")[0].strip().lower() == "application/json"
     if not (is_json_type or value[:64].lstrip()[:1] in (b"{", "{")):
         return None
     try:
         document = json.loads(value)  # str, bytes or bytearray; UTF-8 is detected
     except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser allows
-        raise RequestError(f"the body is not valid JSON: {exc}") from exc
+        raise RequestError(f"the body is not valid JSON: {exc}", "invalid_json") from exc
     if not isinstance(document, dict):
-        raise RequestError('the JSON body must be an object like {"image": "<base64>"}')
+        raise RequestError('the JSON body must be an object like {"image": "<base64>"}', "invalid_json")
     return document
 
 
-def image_bytes(value: Any) -> bytes:
+def image_bytes(value: Any, key: str) -> bytes:
+    """The image bytes of a non-JSON payload in field ``key`` ("body" for a raw body): bytes as they are, text
+    as base64 (TorchServe hands text parts over as text)."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, str):
-        return decode_base64(value, "body")
-    raise RequestError('unsupported payload: send image bytes, a base64 string or JSON {"image": "<base64>"}')
+        where = "the body" if key == "body" else f"field {key!r}"
+        if not value.strip():
+            raise RequestError(f"{where} is empty: send the image bytes (PNG, JPEG, WebP, BMP or TIFF)", "empty_image")
+        try:
+            return decode_base64(value, key)
+        except RequestError as exc:
+            raise RequestError(
+                f"{where} holds text ({len(value)} characters) that is not an image, nor base64, nor a JSON object: "
+                'send the image file (PNG, JPEG, WebP, BMP or TIFF), its base64, or JSON {"image": "<base64>"}',
+                "not_an_image",
+            ) from exc
+    raise RequestError(
+        'unsupported payload: send image bytes, a base64 string or JSON {"image": "<base64>"}', "not_an_image"
+    )
 
 
 def check_budget(cost_s: float, what: str, settings: ServingSettings) -> None:
@@ -145,7 +212,7 @@ def check_budget(cost_s: float, what: str, settings: ServingSettings) -> None:
 def from_json(document: Mapping[str, Any], accept: str | None, settings: ServingSettings) -> Request:
     check_fields(document)
     if document.get("image") is None:
-        raise RequestError("field 'image' is required: the base64 of the blurred image")
+        raise RequestError("field 'image' is required: the base64 of the blurred image", "missing_field")
     sent = {name: document.get(name) for name in ("tile_size", "overlap", "self_ensemble", "kernel_aware")}
     sent = {name: value for name, value in sent.items() if value is not None}  # null means "not sent"
     tile_size = sent.get("tile_size", settings.tile_size)
@@ -167,13 +234,13 @@ def check_fields(document: Mapping[str, Any]) -> None:
     """Unknown fields and wrong types → RequestError naming the field; null means "not sent"."""
     unknown = sorted(set(document) - set(JSON_FIELDS))
     if unknown:
-        raise RequestError(f"unknown field {unknown[0]!r}: the fields are {', '.join(JSON_FIELDS)}")
+        raise RequestError(f"unknown field {unknown[0]!r}: the fields are {', '.join(JSON_FIELDS)}", "unknown_field")
     for name, value in document.items():
         expected = JSON_FIELDS[name]
         if value is None:
             continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise RequestError(f"field {name!r} must be {TYPE_NAMES[expected]}, got {json_type(value)}")
+            raise RequestError(f"field {name!r} must be {TYPE_NAMES[expected]}, got {json_type(value)}", "wrong_type")
 
 
 def json_type(value: Any) -> str:
@@ -186,7 +253,9 @@ def format_field(value: str | None) -> str | None:
         return None
     fmt = FORMAT_ALIASES.get(value.lower(), value.lower())
     if fmt not in RESPONSE_FORMATS:
-        raise RequestError(f"field 'format' must be one of {', '.join(RESPONSE_FORMATS)}, got {value!r}")
+        raise RequestError(
+            f"field 'format' must be one of {', '.join(RESPONSE_FORMATS)}, got {value!r}", "invalid_value"
+        )
     return fmt
 
 
@@ -215,7 +284,7 @@ def decode_base64(text: str, field: str) -> bytes:
     try:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise RequestError(f"field {field!r} is not valid base64: {exc}") from exc
+        raise RequestError(f"field {field!r} is not valid base64: {exc}", "invalid_base64") from exc
     if not data:
-        raise RequestError(f"field {field!r} is empty")
+        raise RequestError(f"field {field!r} is empty", "empty_image")
     return data

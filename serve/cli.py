@@ -142,6 +142,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     response = client.predict(args.image.read_bytes(), model=args.model, version=args.version, accept=accept)
     output.write_bytes(response.content)
     print(f"{output} ({len(response.content)} bytes, {response.headers.get('content-type', '?')})")
+    version = response.headers.get("X-Deblur-Version") or "unknown (an archive older than this client)"
+    path = response.headers.get("X-Deblur-Path")
+    print(f"answered by {args.model} {version}" + (f" ({path})" if path else ""), file=sys.stderr)
     return 0
 
 

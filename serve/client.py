@@ -36,11 +36,13 @@ log = logging.getLogger(__name__)
 
 
 class BackendError(RuntimeError):
-    """TorchServe is unreachable or refused a request; ``status`` is its HTTP code (None if down)."""
+    """TorchServe is unreachable or refused a request; ``status`` is its HTTP code (None if down), ``error``
+    the handler's stable error code when the refusal came from the deblur handler (README "Errors")."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, error: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.error = error
 
 
 def read_keys(key_file: str | Path) -> dict[str, str]:
@@ -93,7 +95,7 @@ class TorchServeClient:
                 raise BackendError(f"{error_message(response)} ({problem})", response.status_code)
             response = self._send(method, url, read_keys(self.key_file).get(api), **kwargs)
         if response.status_code >= 400:
-            raise BackendError(error_message(response), response.status_code)
+            raise BackendError(error_message(response), response.status_code, error_code(response))
         return response
 
     def renew_key(self, api: str, refused: str | None) -> str | None:
@@ -161,8 +163,18 @@ def is_invalid_key(response: requests.Response) -> bool:
     return isinstance(body, dict) and body.get("type") == INVALID_KEY
 
 
+def error_code(response: requests.Response) -> str | None:
+    """The deblur handler's ``error`` field of a refusal; None for TorchServe's own errors."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else None
+
+
 def error_message(response: requests.Response) -> str:
-    """TorchServe's error JSON ({"code", "type", "message"}) as one readable sentence."""
+    """An error JSON (TorchServe's {"code", "type", "message"} or the handler's {"code", "error", "message"})
+    as one readable sentence."""
     try:
         body = response.json()
     except ValueError:

@@ -37,10 +37,11 @@ MARKER = b"<script>alert('polyglot')</script>"  # must never come back in an ans
 
 @dataclass(frozen=True)
 class Expect:
-    """The documented answer: ``status``; for errors a phrase of the message, for 200 the image."""
+    """The documented answer: ``status``; for errors a phrase of the message and the error code, for 200 the image."""
 
     status: int
     words: str = ""
+    error: str = ""  # the answer's stable "error" code (handler.request.ERROR_CODES) for a 4xx
     size: tuple[int, int] | None = None  # (width, height) of the answer image
     mode: str | None = None  # Pillow mode of the answer image
 
@@ -264,10 +265,10 @@ def deeply_nested_json() -> bytes:
 OCTET = "application/octet-stream"
 JSON = "application/json"
 TEXT = "text/plain"
-UNSUPPORTED = Expect(415, "not a supported image")
-CORRUPT = Expect(400, "corrupt or truncated image")
+UNSUPPORTED = Expect(415, "not a supported image", "unsupported_format")
+CORRUPT = Expect(400, "corrupt or truncated image", "unreadable_image")
 # TorchServe 0.12 turns a handler 413 into 507, so the handler answers an image over the cap with 422.
-TOO_LARGE = Expect(422, "pixel")
+TOO_LARGE = Expect(422, "pixel", "image_too_large")
 IMAGE_48x32 = Expect(200, size=(48, 32), mode="RGB")
 
 
@@ -285,7 +286,7 @@ def multipart(parts: Callable[[], list[Part]], expect: Expect) -> BadInput:
 
 CASES: dict[str, BadInput] = {
     # bodies that are no image at all
-    "empty body": raw(lambda: b"", Expect(400, "empty body")),
+    "empty body": raw(lambda: b"", Expect(400, "empty body", "empty_image")),
     "random bytes": raw(random_bytes, UNSUPPORTED),
     "eps": raw(eps, UNSUPPORTED),
     "pdf": raw(pdf, UNSUPPORTED),
@@ -302,7 +303,7 @@ CASES: dict[str, BadInput] = {
     "jpeg with malformed exif": raw(malformed_exif_jpeg, IMAGE_48x32),
     # size attacks: refused from the header, before any pixel is decoded
     "png decompression bomb 50000×50000": raw(lambda: declared_png(50_000, 50_000), TOO_LARGE),
-    "png one row over the pixel cap": raw(over_cap_png, Expect(422, f"the limit is {PIXEL_CAP}")),
+    "png one row over the pixel cap": raw(over_cap_png, Expect(422, f"the limit is {PIXEL_CAP}", "image_too_large")),
     "png zTXt bomb": raw(text_chunk_bomb_png, CORRUPT),
     "jpeg declaring 65000×65000": raw(lambda: jpeg_declaring(65_000, 65_000), TOO_LARGE),
     "tiff declaring 100000×100000": raw(lambda: tiff_declaring(100_000, 100_000), TOO_LARGE),
@@ -319,35 +320,55 @@ CASES: dict[str, BadInput] = {
     "16-bit gray png": raw(gray16_png, Expect(200, size=(40, 24), mode="I;16")),
     "palette png with transparency": raw(palette_with_transparency, Expect(200, size=(40, 24), mode="RGBA")),
     # base64 bodies (text/plain reaches the handler as a string)
-    "bad base64 text": raw(lambda: b"this is *not* base64!", Expect(400, "not valid base64"), TEXT),
+    "bad base64 text": raw(
+        lambda: b"this is *not* base64!", Expect(400, "the body holds text (21 characters)", "not_an_image"), TEXT
+    ),
     "base64 of text": raw(lambda: b64(b"hello, world").encode(), UNSUPPORTED, TEXT),
     "base64 png as text": raw(lambda: b64(png()).encode(), IMAGE_48x32, TEXT),
     # JSON documents
-    "invalid json": as_json_request(lambda: b'{"image": ', Expect(400, "not valid JSON")),
-    "json array": as_json_request(as_json([1, 2, 3]), Expect(400, "must be an object")),
-    "json null": as_json_request(lambda: b"null", Expect(400)),
-    "json deeply nested": as_json_request(deeply_nested_json, Expect(400)),
-    "json image is a number": as_json_request(as_json({"image": 12345}), Expect(400, "field 'image' must be")),
-    "json image is a list": as_json_request(as_json({"image": ["AAAA"]}), Expect(400, "field 'image' must be")),
-    "json tile_size is a string": as_json_request(json_with(tile_size="512"), Expect(400, "field 'tile_size'")),
-    "json tile_size is a float": as_json_request(json_with(tile_size=512.0), Expect(400, "field 'tile_size'")),
-    "json self_ensemble is a string": as_json_request(json_with(self_ensemble="yes"), Expect(400, "self_ensemble")),
-    "json unknown field": as_json_request(json_with(strength=3), Expect(400, "unknown field 'strength'")),
-    "json negative tile_size": as_json_request(json_with(tile_size=-512), Expect(400, "field 'tile_size'")),
-    "json huge tile_size": as_json_request(json_with(tile_size=10**30), Expect(400, "field 'tile_size'")),
+    "invalid json": as_json_request(lambda: b'{"image": ', Expect(400, "not valid JSON", "invalid_json")),
+    "json array": as_json_request(as_json([1, 2, 3]), Expect(400, "must be an object", "invalid_json")),
+    "json null": as_json_request(lambda: b"null", Expect(400, error="invalid_json")),
+    "json deeply nested": as_json_request(deeply_nested_json, Expect(400, error="invalid_json")),
+    "json image is a number": as_json_request(
+        as_json({"image": 12345}), Expect(400, "field 'image' must be", "wrong_type")
+    ),
+    "json image is a list": as_json_request(
+        as_json({"image": ["AAAA"]}), Expect(400, "field 'image' must be", "wrong_type")
+    ),
+    "json tile_size is a string": as_json_request(
+        json_with(tile_size="512"), Expect(400, "field 'tile_size'", "wrong_type")
+    ),
+    "json tile_size is a float": as_json_request(
+        json_with(tile_size=512.0), Expect(400, "field 'tile_size'", "wrong_type")
+    ),
+    "json self_ensemble is a string": as_json_request(
+        json_with(self_ensemble="yes"), Expect(400, "self_ensemble", "wrong_type")
+    ),
+    "json unknown field": as_json_request(
+        json_with(strength=3), Expect(400, "unknown field 'strength'", "unknown_field")
+    ),
+    "json negative tile_size": as_json_request(
+        json_with(tile_size=-512), Expect(400, "field 'tile_size'", "invalid_value")
+    ),
+    "json huge tile_size": as_json_request(
+        json_with(tile_size=10**30), Expect(400, "field 'tile_size'", "invalid_value")
+    ),
     "json tile_size under the floor": as_json_request(
-        json_with(tile_size=32, overlap=16), Expect(400, "field 'tile_size' must be between 128")
+        json_with(tile_size=32, overlap=16), Expect(400, "field 'tile_size' must be between 128", "invalid_value")
     ),
     # compute attacks: cheap to send, refused from their estimated cost before any model call
     "flat 2048² at 128-px tiles with self-ensemble": as_json_request(
         lambda: json.dumps({"image": b64(flat_png(2048, 2048)), "tile_size": 128, "self_ensemble": True}).encode(),
-        Expect(422, "s of compute"),
+        Expect(422, "s of compute", "over_budget"),
     ),
-    "4,000,000×1 png": raw(lambda: flat_png(4_000_000, 1), Expect(422, "s of compute")),
-    "json negative overlap": as_json_request(json_with(overlap=-1), Expect(400, "field 'overlap'")),
-    "json unsupported format": as_json_request(json_with(format="gif"), Expect(400, "field 'format'")),
-    "json missing image": as_json_request(as_json({"tile_size": 64}), Expect(400, "field 'image' is required")),
-    "json bad base64": as_json_request(as_json({"image": "@@@"}), Expect(400, "not valid base64")),
+    "4,000,000×1 png": raw(lambda: flat_png(4_000_000, 1), Expect(422, "s of compute", "over_budget")),
+    "json negative overlap": as_json_request(json_with(overlap=-1), Expect(400, "field 'overlap'", "invalid_value")),
+    "json unsupported format": as_json_request(json_with(format="gif"), Expect(400, "field 'format'", "invalid_value")),
+    "json missing image": as_json_request(
+        as_json({"tile_size": 64}), Expect(400, "field 'image' is required", "missing_field")
+    ),
+    "json bad base64": as_json_request(as_json({"image": "@@@"}), Expect(400, "not valid base64", "invalid_base64")),
     "json base64 of a pdf": as_json_request(lambda: json.dumps({"image": b64(pdf())}).encode(), UNSUPPORTED),
     "json data-url with wrong mime": as_json_request(
         lambda: json.dumps({"image": "data:text/html;base64," + b64(png())}).encode(),
@@ -358,18 +379,23 @@ CASES: dict[str, BadInput] = {
     ),
     "json ground truth of another size": as_json_request(
         lambda: json.dumps({"image": b64(png(48, 32)), "ground_truth": b64(png(32, 48))}).encode(),
-        Expect(400, "field 'ground_truth' is 32×48"),
+        Expect(400, "field 'ground_truth' is 32×48", "size_mismatch"),
     ),
     "json ground truth not an image": as_json_request(
         lambda: json.dumps({"image": b64(png()), "ground_truth": b64(b"plain text")}).encode(), UNSUPPORTED
     ),
     # multipart forms
     "multipart without a file": multipart(
-        lambda: [Part("comment", b"no image here", filename=None, mime=None)], Expect(400, "no image in the request")
+        lambda: [Part("comment", b"no image here", filename=None, mime=None)],
+        Expect(400, "has the field(s) 'comment'", "no_image"),
     ),
     "multipart with two files": multipart(
         lambda: [Part("data", png(48, 32)), Part("file", png(24, 16), "second.png")],
         Expect(200, size=(48, 32), mode="RGB"),
+    ),
+    "multipart text file as data": multipart(
+        lambda: [Part("data", b"notes: bring cake", "notes.txt", "text/plain")],
+        Expect(400, "field 'data' holds text (17 characters)", "not_an_image"),
     ),
     "multipart with a pdf": multipart(lambda: [Part("data", pdf(), "doc.pdf", "application/pdf")], UNSUPPORTED),
 }

@@ -32,6 +32,7 @@ def inference_headers(client: TorchServeClient) -> dict[str, str]:
 
 def test_the_corpus_is_big_enough() -> None:
     assert len(CASES) >= 30
+    assert all(case.expect.error for case in CASES.values() if not case.expect.is_image)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -50,9 +51,10 @@ def test_bad_input_gets_its_documented_answer_and_the_worker_survives(torchserve
         assert (image.size, image.mode) == (expect.size, expect.mode)
         assert MARKER not in response.content  # bytes after the image are never echoed
     else:
-        message = response.json()["message"]
-        assert expect.words in message
-        assert "Traceback" not in message
+        answer = response.json()
+        assert (answer["code"], answer["error"]) == (expect.status, expect.error), answer
+        assert expect.words in answer["message"]
+        assert "Traceback" not in answer["message"]
     assert worker_pids(torchserve) == before, "the worker was restarted"
     after = torchserve.predict(png(40, 24))
     assert Image.open(io.BytesIO(after.content)).size == (40, 24)

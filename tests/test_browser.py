@@ -81,7 +81,7 @@ def test_upload_deblur_slider_metrics_and_feedback_in_chromium(
 ) -> None:
     """Stub backend, real browser: upload a blurred image and its ground truth, press Deblur; both slider
     images render, the metric table shows the server's numbers, the health line and the version dropdown
-    are filled, and 👎 stores a feedback case. A screenshot is saved under the test's tmp dir."""
+    are filled, and Bad stores a feedback case. A screenshot is saved under the test's tmp dir."""
     page = browser_page
     blurred, sharp = blurred_pair(320, 240)
     page.locator("#blurred input[type=file]").set_input_files(save(tmp_path / "blurred.png", blurred))
@@ -105,3 +105,34 @@ def test_upload_deblur_slider_metrics_and_feedback_in_chromium(
     [stored] = served.store.cases()
     assert stored.case.verdict == "down" and stored.case.input == (tmp_path / "blurred.png").read_bytes()
     print(f"screenshot: {tmp_path / 'demo.png'}")
+
+
+def test_path_choice_kernel_picture_and_slider_labels_in_chromium(
+    served: ServedPage, browser_page: sync_api.Page, tmp_path: Path
+) -> None:
+    """Stub backend, real browser: under Advanced, the kernel-aware path is chosen and reaches the server as
+    kernel_aware; the details name the deconvolution, the estimated kernel shows as a picture, the slider's
+    sides are labelled and the rating buttons are words. A screenshot is saved under the test's tmp dir."""
+    page = browser_page
+    assert not page.locator("#kernel img").is_visible()  # no kernel before a deconvolution
+    page.locator("#blurred input[type=file]").set_input_files(save(tmp_path / "blurred.png", blurred_pair(320, 240)[0]))
+    page.locator("#blurred img").wait_for()
+    page.get_by_text("Advanced").click()
+    page.get_by_label("undo the camera shake where the estimate is trusted (kernel-aware)").check()
+
+    page.locator("#deblur-run").click()
+    page.wait_for_function(BOTH_SLIDER_IMAGES_RENDERED, timeout=WAIT_MS)
+    page.locator("#kernel img").wait_for(state="visible")
+
+    assert served.backend.received[-1].payload["kernel_aware"] is True
+    assert "deconvolved with the estimated camera shake" in page.locator("#details").inner_text()
+    sides = [page.locator(f"#side-{side}") for side in ("before", "after")]
+    assert [side.inner_text() for side in sides] == ["left: blurred", "right: restored"]
+    (left, right), slider = [side.bounding_box() for side in sides], page.locator("#result").bounding_box()
+    assert left and right and slider
+    assert left["y"] + left["height"] <= slider["y"] + 16  # just above the slider, not under it
+    assert left["x"] < slider["x"] + slider["width"] / 2 < right["x"]  # over its left and right halves
+    assert page.evaluate("() => document.querySelector('#kernel img').naturalWidth") == 20
+    assert [page.locator(f"#thumbs-{v}").inner_text().strip() for v in ("up", "down")] == ["Good", "Bad"]
+    page.screenshot(path=str(tmp_path / "kernel_aware.png"), full_page=True)
+    print(f"screenshot: {tmp_path / 'kernel_aware.png'}")

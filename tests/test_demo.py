@@ -161,7 +161,13 @@ class StubHandler(BaseHTTPRequestHandler):
             "model": {"name": "deblur", "version": version or self.server.default_version},
             "timing_ms": STUB_TIMING,
             "tiles": 1,
+            "path": "network",
         }
+        if payload.get("kernel_aware"):  # the stub "deconvolves": the report of a used kernel and its picture
+            line = np.zeros((12, 20), np.uint8)
+            line[6, 3:17] = 255  # a horizontal shake, white on black as the handler draws it
+            picture = base64.b64encode(png_bytes(line)).decode()
+            answer |= {"tiles": 0, "path": "deconvolution", "kernel": DECONVOLVED | {"png": picture}}
         return answer | ({"metrics": STUB_METRICS} if "ground_truth" in payload else {})
 
     def authorized(self, api: str) -> bool:
@@ -264,7 +270,7 @@ def test_without_ground_truth_shows_servers_output_timing_and_no_metrics(stub: S
     np.testing.assert_array_equal(rgb(after), stub_restore(blurred))
     assert outcome.metrics == NO_GROUND_TRUTH_NOTE
     assert "**Model** 1.0" in outcome.details and "260 ms (decode 3 · inference 250 · encode 7)" in outcome.details
-    assert "**1 tile** of 512 px (overlap 64)" in outcome.details
+    assert "**network** (1 tile of 512 px, overlap 64)" in outcome.details
 
 
 def test_request_carries_original_bytes_ground_truth_version_and_settings(stub: StubBackend, tmp_path: Path) -> None:
@@ -336,45 +342,65 @@ def test_download_is_the_restored_image_in_the_uploads_format_and_size(
         assert outcome.download.read_bytes() == png_bytes(stub_restore(rgb(Image.open(path))))
 
 
+DECONVOLVED = {"used": True, "decision": "deconvolved", "gamma": 1.0, "spread_px": 6.06, "support_px": 81}
+
+
 @pytest.mark.parametrize(
-    ("kernel", "tiles", "words"),
+    ("path", "kernel", "tiles", "words"),
     [
         (
-            {"used": True, "decision": "deconvolved", "gamma": 1.0, "spread_px": 6.06},
+            "deconvolution",
+            DECONVOLVED,
             0,
-            "**deconvolved** with the estimated camera shake (spread 6.06 px, blur in stored values)",
+            "**deconvolved** with the estimated camera shake (spread 6.06 px, support 81 px, blur in stored values)",
         ),
         (
-            {"used": True, "decision": "deconvolved", "gamma": 2.2, "spread_px": 6.06},
+            "deconvolution",
+            DECONVOLVED | {"gamma": 2.2},
             0,
-            "**deconvolved** with the estimated camera shake (spread 6.06 px, blur in light)",
+            "**deconvolved** with the estimated camera shake (spread 6.06 px, support 81 px, blur in light)",
         ),
         (
+            "network",
             {"used": False, "decision": "inconsistent across the frame", "spread_px": 12.9},
             6,
-            "**6 tiles** of 512 px (overlap 64) · shake estimate refused (inconsistent across the frame)",
+            "(6 tiles of 512 px, overlap 64): the shake estimate was refused (inconsistent across the frame)",
         ),
-        ({"used": False, "decision": "no blur", "spread_px": 0.4}, 0, "**kept as it is**"),
-        (None, 1, "**1 tile** of 512 px (overlap 64) · round trip"),
+        (
+            "input",
+            {"used": False, "decision": "diffuse kernel", "spread_px": 12.9},
+            0,
+            "**kept as it is**: the shake estimate was refused (diffuse kernel), so nothing was changed",
+        ),
+        ("input", {"used": False, "decision": "no blur", "spread_px": 0.4}, 0, "**kept as it is**: no camera shake"),
+        ("network", None, 1, "**network** (1 tile of 512 px, overlap 64) · **server**"),
+        ("network", "null", 1, "**network** (1 tile of 512 px, overlap 64): the image is too small for a shake"),
     ],
 )
-def test_details_say_whether_the_deconvolution_or_the_network_answered(
-    kernel: dict | None, tiles: int, words: str
-) -> None:
-    body = {"image": base64.b64encode(b"png").decode(), "model": {"version": "1.0"}, "tiles": tiles}
-    answer = parse_answer(body | ({"kernel": kernel} if kernel else {}), round_trip_ms=12.0)
-    assert answer.kernel == kernel
+def test_details_say_which_path_answered_and_why(path: str, kernel: dict | str | None, tiles: int, words: str) -> None:
+    body = {"image": base64.b64encode(b"png").decode(), "model": {"version": "1.0"}, "tiles": tiles, "path": path}
+    body |= {} if kernel is None else {"kernel": None if kernel == "null" else kernel}
+    answer = parse_answer(body | {"timing_ms": STUB_TIMING}, round_trip_ms=12.0)
     details = format_details(answer, RestoreSettings(), None)
     assert words in details, details
-    assert ("deconvolved" in details) == bool(kernel and kernel["used"])
+    assert ("deconvolved" in details) == (path == "deconvolution")
 
 
-def test_report_formats_identical_images_without_nan() -> None:
-    """Infinite PSNR (identical images) is shown as ∞ and the undefined gain as a dash, not 'nan'."""
-    table = format_report(QualityReport(psnr_input=float("inf"), psnr_output=float("inf"), ssim_input=1, ssim_output=1))
+@pytest.mark.parametrize(
+    ("psnr_input", "psnr_output", "cells", "note"),
+    [
+        (float("inf"), 53.1, ["—", "53.10", "—"], "already equals the ground truth"),
+        (float("inf"), float("inf"), ["—", "—", "—"], "already equals the ground truth"),
+        (22.5, float("inf"), ["22.50", "—", "—"], "The output equals the ground truth"),
+    ],
+)
+def test_report_never_shows_an_infinity(psnr_input: float, psnr_output: float, cells: list[str], note: str) -> None:
+    """A PSNR against an identical image is unbounded: a dash and a sentence, never ∞, -∞ or nan."""
+    table = format_report(QualityReport(psnr_input, psnr_output, ssim_input=1, ssim_output=0.99))
 
-    assert table_rows(table)["PSNR (dB)"] == ["∞", "∞", "—"]
-    assert "nan" not in table and "inf" not in table
+    assert table_rows(table)["PSNR (dB)"] == cells
+    assert note in table
+    assert not any(word in table for word in ("∞", "nan", "inf"))
 
 
 def test_ground_truth_of_another_size_is_refused_before_inference(stub: StubBackend, tmp_path: Path) -> None:
@@ -451,13 +477,13 @@ def test_overlap_over_half_the_tile_is_refused_before_inference(stub: StubBacken
 def test_server_reports_infinite_psnr_as_null(
     stub: StubBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stub backend: the contract's null PSNR (output identical to the ground truth) is shown as ∞, not recomputed."""
+    """Stub backend: the contract's null PSNR (output identical to the ground truth) is a dash, not recomputed."""
     monkeypatch.setitem(STUB_METRICS, "psnr", None)
     blurred, sharp = blurred_pair()
 
     outcome = deblur_images(stub.client, save(tmp_path / "b.png", blurred), save(tmp_path / "gt.png", sharp))
 
-    assert table_rows(outcome.metrics)["PSNR (dB)"] == ["22.50", "∞", "∞"]
+    assert table_rows(outcome.metrics)["PSNR (dB)"] == ["22.50", "—", "—"]
     assert "computed by the server" in outcome.details
 
 
@@ -575,7 +601,7 @@ def test_page_api_deblurs_and_reports_metrics(page: Client, tmp_path: Path) -> N
     blurred, sharp = blurred_pair()
     blurred_path, sharp_path = save(tmp_path / "b.jpg", blurred, quality=95), save(tmp_path / "gt.png", sharp)
 
-    slider, metrics, details, download = page.predict(
+    slider, metrics, details, download, kernel = page.predict(
         handle_file(blurred_path), handle_file(sharp_path), api_name="/deblur"
     )
 
@@ -584,8 +610,9 @@ def test_page_api_deblurs_and_reports_metrics(page: Client, tmp_path: Path) -> N
     np.testing.assert_array_equal(rgb(before), rgb(Image.open(blurred_path)))
     np.testing.assert_array_equal(rgb(after), stub_restore(rgb(Image.open(blurred_path))))
     assert table_rows(metrics)["PSNR (dB)"] == ["22.50", "31.25", "+8.75"]
-    assert "**Model** 1.0" in details
+    assert "**Model** 1.0" in details and "**network** (1 tile of 512 px, overlap 64)" in details
     assert Image.open(download).format == "JPEG"
+    assert kernel is None  # no deconvolution, no kernel picture
 
 
 def test_page_api_takes_version_and_options(page: Client, launched: LaunchedPage, tmp_path: Path) -> None:
@@ -597,6 +624,31 @@ def test_page_api_takes_version_and_options(page: Client, launched: LaunchedPage
     last = launched.backend.received[-1]
     assert last.path == "/predictions/deblur/2.0"
     assert (last.payload["tile_size"], last.payload["overlap"], last.payload["self_ensemble"]) == (256, 32, True)
+    assert "kernel_aware" not in last.payload  # the archive's default decides
+
+
+@pytest.mark.parametrize(("path", "sent"), [("kernel-aware", True), ("network", False)])
+def test_page_api_takes_the_restoration_path(
+    page: Client, launched: LaunchedPage, tmp_path: Path, path: str, sent: bool
+) -> None:
+    """Stub backend behind the launched page: the path choice is the request's kernel_aware; a deconvolution's
+    kernel comes back as a picture and the details say which path answered."""
+    blurred = handle_file(save(tmp_path / "b.png", blurred_pair()[0]))
+
+    _, _, details, _, kernel = page.predict(blurred, path=path, api_name="/deblur")
+
+    assert launched.backend.received[-1].payload["kernel_aware"] is sent
+    if sent:
+        assert "**deconvolved** with the estimated camera shake" in details
+        assert Image.open(kernel).size == (20, 12)
+    else:
+        assert "**network**" in details and kernel is None
+
+
+def test_page_api_refuses_an_unknown_path(page: Client, tmp_path: Path) -> None:
+    blurred = handle_file(save(tmp_path / "b.png", blurred_pair()[0]))
+    with pytest.raises(AppError, match="not in the list of choices"):
+        page.predict(blurred, path="magic", api_name="/deblur")
 
 
 def test_page_api_without_ground_truth(page: Client, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Feedback from the demo: 👍/👎 stored in SQLite with everything needed to retrain, and the 👎 export.
+"""Feedback from the demo: Good/Bad stored in SQLite with everything needed to retrain, and the Bad export.
 
 Results to rate come from the demo logic against the stub TorchServe of ``test_demo`` (JSON contract).
 """
@@ -35,7 +35,7 @@ def store(tmp_path: Path) -> FeedbackStore:
 def rated_result(
     stub: StubBackend, tmp_path: Path, name: str, with_truth: bool, rotated: bool = False
 ) -> FeedbackDraft:
-    """Deblur a small JPEG through the stub (EXIF "rotate 90°" if ``rotated``); returns what a 👍/👎 refers to."""
+    """Deblur a small JPEG through the stub (EXIF "rotate 90°" if ``rotated``); returns what a Good/Bad refers to."""
     blurred, sharp = blurred_pair(96, 64)
     exif = Image.Exif()
     if rotated:
@@ -48,14 +48,14 @@ def rated_result(
 def test_a_verdict_stores_input_output_version_settings_and_comment(
     stub: StubBackend, store: FeedbackStore, tmp_path: Path
 ) -> None:
-    """Stub backend: 👎 with a comment keeps the uploaded bytes, the restored PNG, the version and the settings."""
+    """Stub backend: Bad with a comment keeps the uploaded bytes, the restored PNG, the version and the settings."""
     draft = rated_result(stub, tmp_path, "street", with_truth=True)
 
     message = record_feedback(store, draft, "down", "  still smeared  ")
 
     [stored] = store.cases()
     case = stored.case
-    assert f"#{stored.id}" in message and "👎" in message
+    assert f"#{stored.id}" in message and "rated bad" in message
     assert case.input == (tmp_path / "street.jpg").read_bytes()
     assert case.output == Path(draft.output_path).read_bytes()
     assert case.ground_truth == (tmp_path / "street_gt.png").read_bytes()
@@ -70,11 +70,12 @@ def test_a_verdict_stores_input_output_version_settings_and_comment(
         "tile_size": 256,
         "overlap": 32,
         "self_ensemble": True,
+        "path": "default",
     }
 
 
 def test_feedback_before_any_result_is_a_readable_error(store: FeedbackStore) -> None:
-    """No result on the page yet: the 👍 button explains itself instead of failing."""
+    """No result on the page yet: the Good button explains itself instead of failing."""
     with pytest.raises(gr.Error, match="Deblur an image first"):
         record_feedback(store, None, "up", "")
     assert not store.path.exists() or store.cases() == []
@@ -83,8 +84,8 @@ def test_feedback_before_any_result_is_a_readable_error(store: FeedbackStore) ->
 def test_export_writes_the_thumbs_down_cases_as_a_paired_folder_skeleton(
     stub: StubBackend, store: FeedbackStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Stub backend: `python -m demo.feedback export DIR` writes blur/ and restored/ PNGs for each 👎 (upright,
-    aligned), sharp/ only where a ground truth came with it, and feedback.json; 👍 cases stay out."""
+    """Stub backend: `python -m demo.feedback export DIR` writes blur/ and restored/ PNGs for each Bad rating (upright,
+    aligned), sharp/ only where a ground truth came with it, and feedback.json; Good ones stay out."""
     record_feedback(store, rated_result(stub, tmp_path, "good", with_truth=False), "up", "")
     rotated_draft = rated_result(stub, tmp_path, "rot", with_truth=False, rotated=True)
     rotated = record_feedback(store, rotated_draft, "down", "blurry")
@@ -117,7 +118,7 @@ def test_export_of_an_empty_database_writes_an_empty_skeleton(store: FeedbackSto
 
 
 def test_store_refuses_an_unknown_verdict(store: FeedbackStore) -> None:
-    """Only 👍 ("up") and 👎 ("down") are verdicts."""
+    """Only Good ("up") and Bad ("down") are verdicts."""
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, format="PNG")
     with pytest.raises(ValueError, match="verdict"):

@@ -76,7 +76,7 @@ def test_multipart_upload(torchserve: TorchServeClient, sample_png: bytes) -> No
 def test_garbage_is_a_4xx_with_a_clear_message(torchserve: TorchServeClient) -> None:
     with pytest.raises(BackendError) as caught:
         torchserve.predict(b"these bytes are not an image")
-    assert caught.value.status == 415
+    assert (caught.value.status, caught.value.error) == (415, "unsupported_format")
     assert "not a supported image" in str(caught.value)
 
 

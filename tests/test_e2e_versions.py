@@ -109,12 +109,18 @@ def test_url_registration_outside_a_model_store_is_refused(deployment: Deploymen
         assert caught.value.status == 404
 
 
-def test_cli_predict_writes_the_answer(deployment: Deployment, tmp_path: Path) -> None:
+def test_cli_predict_writes_the_answer_and_names_the_version(
+    deployment: Deployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "blurred.png"
     source.write_bytes(png_bytes(IMAGE))
+    default = next(entry.version for entry in models.status(deployment.client) if entry.is_default)
     assert serve_cli(deployment, "predict", str(source), "-o", str(tmp_path / "out.webp")) == 0
     image = Image.open(tmp_path / "out.webp")
     assert (image.format, image.size) == ("WEBP", (48, 32))
+    assert capsys.readouterr().err.strip() == f"answered by deblur {default} (network)"
+    assert serve_cli(deployment, "predict", str(source), "-o", str(tmp_path / "out.png"), "--version", default) == 0
+    assert capsys.readouterr().err.strip() == f"answered by deblur {default} (network)"
 
 
 def test_cli_scores_a_paired_folder_through_the_server(deployment: Deployment, tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import logging
+import re
 import shutil
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,6 @@ import ts
 from PIL import Image
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-from ts.utils.util import PredictionException
 
 from deblur.imageio import decode_image
 from deblur.metrics import psnr, ssim, to_unit_range
@@ -26,7 +27,7 @@ from deblur.restore import Network, plan_restoration, run_network
 from deblur.settings import RestoreOptions, ServingSettings
 from handler.deblur_handler import METRIC_INFERENCE_MS, METRIC_MEGAPIXELS, METRIC_TILES, DeblurHandler
 from handler.pipeline import prepare
-from handler.request import Request, RequestError
+from handler.request import ERROR_CODES, Request, RequestError
 from tests.conftest import discs_image, png_bytes, shaken_discs, textured_image
 
 TS_METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"  # the worker's default
@@ -311,63 +312,127 @@ def test_archive_default_kernel_aware_applies_to_every_request(model_dir: Path) 
     assert "kernel" not in off and np.array_equal(np.asarray(open_answer(base64.b64decode(off["image"]))), blurred)
 
 
+def refusal(handler: DeblurHandler, context: Context, rows: list[dict[str, Any]], **headers: Any) -> dict[str, Any]:
+    """The first row's refusal: its JSON document, checked against the status the row was given."""
+    answer = run(handler, context, rows, headers)[0]
+    assert context.get_response_content_type(0) == "application/json"
+    document = json.loads(answer)
+    assert context.get_response_status(0) == (document["code"], HTTPStatus(document["code"]).phrase)
+    assert ERROR_CODES[document["error"]][0] == document["code"]
+    return document
+
+
 GOOD = b64(png_bytes(textured_image(24, 16)))
 
 
 @pytest.mark.parametrize(
-    ("row", "status", "words"),
+    ("row", "status", "error", "words"),
     [
-        ({"body": b"definitely not an image"}, 415, "not a supported image"),
-        ({"body": b"%PDF-1.4\n1 0 obj<<>>endobj\n"}, 415, "not a supported image"),
-        ({"body": b""}, 400, "empty body"),
-        ({"body": png_bytes(textured_image(64, 48))[:200]}, 400, "corrupt or truncated"),
-        ({"body": "@@not base64@@"}, 400, "not valid base64"),
-        ({}, 400, "no image"),
-        ({"body": b'{"image": '}, 400, "not valid JSON"),
-        ({"body": b'{"a":' * 100_000 + b"1" + b"}" * 100_000}, 400, "not valid JSON"),
-        ({"body": [1, 2]}, 400, "must be an object"),
-        ({"body": {"tile_size": 64}}, 400, "field 'image' is required"),
-        ({"body": {"image": GOOD, "colour": "red"}}, 400, "unknown field 'colour'"),
-        ({"body": {"image": 3}}, 400, "field 'image' must be a string"),
-        ({"body": {"image": GOOD, "tile_size": "big"}}, 400, "field 'tile_size' must be an integer"),
-        ({"body": {"image": GOOD, "tile_size": True}}, 400, "field 'tile_size' must be an integer"),
-        ({"body": {"image": GOOD, "self_ensemble": "yes"}}, 400, "field 'self_ensemble' must be true or false"),
-        ({"body": {"image": GOOD, "kernel_aware": 1}}, 400, "field 'kernel_aware' must be true or false"),
-        ({"body": {"image": GOOD, "tile_size": 4}}, 400, "field 'tile_size' must be between 128 and 2048"),
-        ({"body": {"image": GOOD, "tile_size": 100000}}, 400, "field 'tile_size' must be between"),
-        ({"body": {"image": GOOD, "overlap": -1}}, 400, "field 'overlap' must be between 0"),
-        ({"body": {"image": GOOD, "tile_size": 128, "overlap": 65}}, 400, "field 'overlap'"),
-        ({"body": {"image": GOOD, "format": "gif"}}, 400, "field 'format' must be one of png, jpeg, webp"),
-        ({"body": {"image": "%%%"}}, 400, "field 'image' is not valid base64"),
-        ({"body": {"image": ""}}, 400, "field 'image' is empty"),
-        ({"body": {"image": GOOD, "ground_truth": "!!"}}, 400, "field 'ground_truth' is not valid base64"),
+        ({"body": b"definitely not an image"}, 415, "unsupported_format", "not a supported image"),
+        ({"body": b"%PDF-1.4\n1 0 obj<<>>endobj\n"}, 415, "unsupported_format", "not a supported image"),
+        ({"body": b""}, 400, "empty_image", "empty body"),
+        ({"body": png_bytes(textured_image(64, 48))[:200]}, 400, "unreadable_image", "corrupt or truncated"),
+        ({"body": "@@not base64@@"}, 400, "not_an_image", "the body holds text (14 characters) that is not an image"),
+        ({"data": "notes: bring cake"}, 400, "not_an_image", "field 'data' holds text (17 characters) that is not"),
+        ({"data": "  \n"}, 400, "empty_image", "field 'data' is empty"),
+        ({"img": png_bytes(textured_image(8, 8))}, 400, "no_image", "has the field(s) 'img', but the image goes in"),
+        ({}, 400, "no_image", "no image"),
+        ({"body": b'{"image": '}, 400, "invalid_json", "not valid JSON"),
+        ({"body": b'{"a":' * 100_000 + b"1" + b"}" * 100_000}, 400, "invalid_json", "not valid JSON"),
+        ({"body": [1, 2]}, 400, "invalid_json", "must be an object"),
+        ({"body": {"tile_size": 64}}, 400, "missing_field", "field 'image' is required"),
+        ({"body": {"image": GOOD, "colour": "red"}}, 400, "unknown_field", "unknown field 'colour'"),
+        ({"body": {"image": 3}}, 400, "wrong_type", "field 'image' must be a string"),
+        ({"body": {"image": GOOD, "tile_size": "big"}}, 400, "wrong_type", "field 'tile_size' must be an integer"),
+        ({"body": {"image": GOOD, "tile_size": True}}, 400, "wrong_type", "field 'tile_size' must be an integer"),
+        (
+            {"body": {"image": GOOD, "self_ensemble": "yes"}},
+            400,
+            "wrong_type",
+            "field 'self_ensemble' must be true or false",
+        ),
+        ({"body": {"image": GOOD, "kernel_aware": 1}}, 400, "wrong_type", "field 'kernel_aware' must be true or false"),
+        (
+            {"body": {"image": GOOD, "tile_size": 4}},
+            400,
+            "invalid_value",
+            "field 'tile_size' must be between 128 and 2048",
+        ),
+        ({"body": {"image": GOOD, "tile_size": 100000}}, 400, "invalid_value", "field 'tile_size' must be between"),
+        ({"body": {"image": GOOD, "overlap": -1}}, 400, "invalid_value", "field 'overlap' must be between 0"),
+        ({"body": {"image": GOOD, "tile_size": 128, "overlap": 65}}, 400, "invalid_value", "field 'overlap'"),
+        (
+            {"body": {"image": GOOD, "format": "gif"}},
+            400,
+            "invalid_value",
+            "field 'format' must be one of png, jpeg, webp",
+        ),
+        ({"body": {"image": "%%%"}}, 400, "invalid_base64", "field 'image' is not valid base64"),
+        ({"body": {"image": ""}}, 400, "empty_image", "field 'image' is empty"),
+        (
+            {"body": {"image": GOOD, "ground_truth": "!!"}},
+            400,
+            "invalid_base64",
+            "field 'ground_truth' is not valid base64",
+        ),
         (
             {"body": {"image": GOOD, "ground_truth": b64(png_bytes(textured_image(16, 24)))}},
             400,
+            "size_mismatch",
             "field 'ground_truth' is 16×24 but the image is 24×16",
         ),
-        ({"body": {"image": GOOD, "ground_truth": b64(b"GIF89a" + bytes(20))}}, 415, "not a supported image"),
+        (
+            {"body": {"image": GOOD, "ground_truth": b64(b"GIF89a" + bytes(20))}},
+            415,
+            "unsupported_format",
+            "not a supported image",
+        ),
     ],
 )
 def test_bad_input_is_a_4xx_and_the_worker_carries_on(
-    handler: DeblurHandler, context: Context, sample_png: bytes, row: dict[str, Any], status: int, words: str
+    handler: DeblurHandler,
+    context: Context,
+    sample_png: bytes,
+    row: dict[str, Any],
+    status: int,
+    error: str,
+    words: str,
 ) -> None:
-    with pytest.raises(PredictionException) as caught:
-        run(handler, context, [row])
-    assert caught.value.error_code == status
-    assert words in caught.value.message
+    document = refusal(handler, context, [row])
+    assert (document["code"], document["error"]) == (status, error)
+    assert words in document["message"] and "Traceback" not in document["message"]
     [output] = run(handler, context, [{"body": sample_png}])
     assert open_answer(output).size == (96, 64)
+
+
+def test_a_form_encoded_body_is_named_with_the_fix(handler: DeblurHandler, context: Context) -> None:
+    """curl --data-binary without a content type sends a form; TorchServe parses it into odd fields."""
+    row = {"\x89PNG\r\n\x1a\n\x00\x00IHDR": "", "garbage": ""}
+    document = refusal(handler, context, [row], **{"Content-Type": "application/x-www-form-urlencoded"})
+    assert document["error"] == "no_image"
+    assert "application/x-www-form-urlencoded" in document["message"] and "-F data=@photo.png" in document["message"]
+    assert "\x89" not in document["message"]
+
+
+def test_one_bad_row_does_not_fail_the_batch(handler: DeblurHandler, context: Context, sample_png: bytes) -> None:
+    good, bad = run(handler, context, [{"body": sample_png}, {"body": b"not an image"}])
+    assert open_answer(good).size == (96, 64) and context.get_response_status(0)[0] == 200
+    assert json.loads(bad)["error"] == "unsupported_format" and context.get_response_status(1)[0] == 415
+
+
+def test_every_error_code_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for code, (status, _) in ERROR_CODES.items():
+        assert re.search(rf"\| {status} \| `{code}` \|", readme), code
 
 
 def test_pixel_cap_from_yaml_gives_422(model_dir: Path, sample_png: bytes) -> None:
     context = make_context(model_dir, {"handler": {"max_pixels": 1000}})
     handler = DeblurHandler()
     handler.initialize(context)
-    with pytest.raises(PredictionException) as caught:
-        run(handler, context, [{"body": sample_png}])
-    assert caught.value.error_code == 422  # 413 would reach the client as 507 (see STATUS_REWRITES)
-    assert "the limit is 1000" in caught.value.message
+    document = refusal(handler, context, [{"body": sample_png}])
+    assert (document["code"], document["error"]) == (422, "image_too_large")  # 413 would reach the client as 507
+    assert "the limit is 1000" in document["message"]
 
 
 def test_custom_metrics_are_emitted(
@@ -396,13 +461,12 @@ def test_a_request_over_the_compute_budget_is_refused_before_any_model_call(
     try:
         flat = png_bytes(np.full((2048, 2048, 3), 120, np.uint8))
         document = {"image": b64(flat), "tile_size": 128, "self_ensemble": True}
-        with pytest.raises(PredictionException, match=r"about 124 s of compute .*over the limit of 60 s") as info:
-            run(handler, context, [{"body": document}], {"body": {"content-type": "application/json"}})
-        assert info.value.error_code == 422 and "7688 tiles" not in str(info.value)  # 961 tiles × 8 passes
-        assert "961 tiles of 128×128 px × 8 passes" in str(info.value) and not calls
+        answer = refusal(handler, context, [{"body": document}], body={"content-type": "application/json"})
+        assert (answer["code"], answer["error"]) == (422, "over_budget")
+        assert re.search(r"about 124 s of compute .*over the limit of 60 s", answer["message"])
+        assert "961 tiles of 128×128 px × 8 passes" in answer["message"] and not calls  # not 7688 tiles
         strip = png_bytes(np.full((1, 4_000_000, 3), 120, np.uint8))  # an extreme aspect ratio, same rule
-        with pytest.raises(PredictionException, match="s of compute"):
-            run(handler, context, [{"body": strip}])
+        assert "s of compute" in refusal(handler, context, [{"body": strip}])["message"]
         assert not calls
     finally:
         handler.network = network
