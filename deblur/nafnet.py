@@ -70,6 +70,29 @@ class LocalAvgPool2d(nn.Module):
         return F.pad(out, padding, mode="replicate") if pad_h or pad_w else out
 
 
+class DynamicLocalAvgPool2d(LocalAvgPool2d):
+    """``LocalAvgPool2d`` for traces and exports: the same means (float rounding aside), with the window and the
+    borders computed as tensors from the map's positions instead of Python ints from its size, so
+    ``torch.jit.trace`` and ``torch.export`` keep them dynamic (and torch.export reasons about no ``min`` of
+    sizes). Slower in eager: it gathers over the whole map, where the integral image computes the full
+    windows only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return box_mean(box_mean(x.double(), -2, self.window), -1, self.window).to(x.dtype)
+
+
+def box_mean(x: torch.Tensor, dim: int, window: int) -> torch.Tensor:
+    """Mean over ``window`` neighbours along ``dim`` (-2 or -1), the whole axis where it is shorter; each
+    position takes the full window nearest to being centred on it, so the borders repeat the outermost one."""
+    positions = torch.arange(x.shape[dim], device=x.device)
+    length = positions[-1] + 1
+    size = length.clamp(max=window)
+    starts = (positions - (size - 1) // 2).clamp(min=0).minimum(length - size)
+    sums = F.pad(x.cumsum(dim), (1, 0) if dim == -1 else (0, 0, 1, 0))  # a zero before each line's first sum
+    return (sums.index_select(dim, starts + size) - sums.index_select(dim, starts)) / size
+
+
 class NAFBlock(nn.Module):
     """Depthwise conv + SimpleGate + simplified channel attention, then a gated FFN; both residual."""
 

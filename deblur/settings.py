@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+MODEL_FORMATS: tuple[str, ...] = ("checkpoint", "torchscript")  # what an archive's serialized file is
 RESPONSE_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 TILE_SIZE_RANGE = (128, 2048)  # tile edges a request may ask for, in px
@@ -49,6 +50,7 @@ class ServingSettings:
     precision: str = "auto"  # "auto": bf16/fp16 where the device runs it natively; "fp32" forces full precision
     kernel_aware: bool = False  # the default of the request field kernel_aware
     compute_budget_s: float = 60.0  # largest estimated compute of one request, in seconds of the reference CPU
+    model_format: str = "checkpoint"  # the serialized file: a training checkpoint, or its TorchScript export
     # The cost model behind that estimate, in seconds of the reference CPU (2 cores, docs/compute_budget.md)
     tile_call_s: float = 0.008  # per tile through the network: the call and its blending
     tile_pixel_s: float = 5e-7  # per pixel of a network tile, padded to the model's multiple of 16
@@ -58,6 +60,8 @@ class ServingSettings:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.model_format not in MODEL_FORMATS:
+            raise SettingsError(f"model_format must be one of {', '.join(MODEL_FORMATS)}, got {self.model_format!r}")
         low, high = TILE_SIZE_RANGE
         if not low <= self.tile_size <= high or not 0 <= self.overlap <= self.tile_size // 2:
             raise SettingsError(

@@ -56,16 +56,17 @@ class DeblurHandler(BaseHandler):
         self.model_name, self.model_version = model_identity(context)
         self.device = select_device(properties.get("gpu_id"))
         self.settings = ServingSettings.from_yaml(self.model_yaml_config)
-        model = load_model(checkpoint_path(properties["model_dir"], context.manifest), self.device)
+        serialized = checkpoint_path(properties["model_dir"], context.manifest)
+        model = load_network(serialized, self.settings.model_format, self.device)
         # The fastest safe arithmetic for this device (bf16 on CPUs with native bf16) unless forced to fp32.
         predict = make_predictor(model, self.device, self.settings.precision)
         tile_batch = resolve_tile_batch(self.settings.tile_batch, self.device)
         self.network = Network(predict, tile_batch, self.device)
         dtype = resolve_precision(self.settings.precision, self.device) or torch.float32
         log.info(
-            "deblur %s on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s",
-            self.model_version, self.device, dtype, torch.get_num_threads(), self.settings.tile_size,
-            self.settings.overlap, tile_batch, self.settings.kernel_aware,
+            "deblur %s (%s) on %s: %s arithmetic, %d intra-op threads, tiles %d/%d in batches of %d, kernel_aware %s",
+            self.model_version, self.settings.model_format, self.device, dtype, torch.get_num_threads(),
+            self.settings.tile_size, self.settings.overlap, tile_batch, self.settings.kernel_aware,
         )  # fmt: skip
         self.initialized = True
 
@@ -155,8 +156,15 @@ def select_device(gpu_id: int | None) -> torch.device:
     return torch.device("cpu")
 
 
+def load_network(path: Path, model_format: str, device: torch.device) -> torch.nn.Module:
+    """The archive's network: its TorchScript export as traced, or the checkpoint's model rebuilt."""
+    if model_format == "torchscript":
+        return torch.jit.load(str(path), map_location=device).eval()
+    return load_model(path, device)
+
+
 def checkpoint_path(model_dir: str, manifest: dict[str, Any]) -> Path:
-    """The archive's serialized file (the checkpoint), extracted into ``model_dir``."""
+    """The archive's serialized file (the checkpoint or its TorchScript export), extracted into ``model_dir``."""
     serialized = manifest.get("model", {}).get("serializedFile")
     if not serialized:
         raise RuntimeError("the model archive has no serialized file: build it with `python -m model_archive`")

@@ -1,4 +1,8 @@
-"""``python -m model_archive --checkpoint PATH --version V``: write model_store/<name>_v<V>.mar."""
+"""``python -m model_archive --checkpoint PATH --version V``: write model_store/<name>_v<V>.mar.
+
+``python -m model_archive export --checkpoint PATH --format torchscript|onnx``: write a portable export
+(``model_archive.export``); ``--torchscript FILE`` packs such a TorchScript file instead of the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m model_archive", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint written by training")
     parser.add_argument("--version", required=True, help="model version, e.g. 1.0")
+    parser.add_argument(
+        "--torchscript",
+        type=Path,
+        help="serve this TorchScript export of the checkpoint (`python -m model_archive export`) in its place",
+    )
     parser.add_argument("--model-name", default="deblur")
     parser.add_argument("--export-path", type=Path, default=ArchiveSpec.export_path, help="the model store")
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
@@ -66,6 +75,7 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
     return ArchiveSpec(
         checkpoint=args.checkpoint,
         version=args.version,
+        torchscript=args.torchscript,
         model_name=args.model_name,
         export_path=args.export_path,
         force=args.force,
@@ -74,7 +84,16 @@ def spec_from_args(args: argparse.Namespace) -> ArchiveSpec:
     )
 
 
+def export(argv: list[str]) -> int:
+    from model_archive.export import main as export_main  # torch is imported for exports only
+
+    return export_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return export(argv[1:])
     try:
         path = build_archive(spec_from_args(parse_args(argv)))
     except (ArchiveError, SettingsError) as exc:

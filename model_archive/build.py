@@ -3,7 +3,10 @@
 The archive holds the handler at its root, the ``deblur/`` package and the handler's own
 ``handler/`` modules (``.py`` files only, no CLI) beside it, the checkpoint as serialized file, a
 generated ``model-config.yaml`` (its ``handler:`` section is ``deblur.settings.ServingSettings``) and
-``training.json`` (the checkpoint's epoch, training metrics, model config and SHA-256).
+``training.json`` (the checkpoint's epoch, training metrics, model config and SHA-256). With
+``torchscript`` the serialized file is that TorchScript export of the checkpoint instead (its record must
+name the checkpoint's SHA-256), ``model_format: torchscript`` tells the handler, and ``training.json``
+gains the export's file, SHA-256 and torch version.
 ``<model>_v<version>.mar`` is written to the model store. Building reads files and runs
 torch-model-archiver in a subprocess; no model code or torch is imported here.
 """
@@ -17,13 +20,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from deblur.settings import ServingSettings
-from model_archive.checkpoint_info import CheckpointInfoError, training_record
+from model_archive.checkpoint_info import CheckpointInfoError, read_export_record, sha256, training_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDLER_FILE = REPO_ROOT / "handler" / "deblur_handler.py"
@@ -53,10 +56,21 @@ class ArchiveSpec:
     # A 4096² image is ~100 tiles of 512² on 2 CPU cores: minutes, not seconds.
     response_timeout: int = 600
     handler: ServingSettings = field(default_factory=ServingSettings)
+    torchscript: Path | None = None  # a TorchScript export of ``checkpoint``, served in its place
 
     @property
     def target(self) -> Path:
         return self.export_path / archive_name(self.model_name, self.version)
+
+    @property
+    def serialized(self) -> Path:
+        """The archive's serialized file: the TorchScript export where there is one, else the checkpoint."""
+        return self.torchscript or self.checkpoint
+
+    @property
+    def settings(self) -> ServingSettings:
+        """The handler's settings, saying what the serialized file is."""
+        return replace(self.handler, model_format="checkpoint" if self.torchscript is None else "torchscript")
 
 
 def archive_name(model_name: str, version: str) -> str:
@@ -72,7 +86,7 @@ def model_config(spec: ArchiveSpec) -> dict[str, object]:
         "batchSize": 1,
         "responseTimeout": spec.response_timeout,
         "startupTimeout": STARTUP_TIMEOUT,
-        "handler": asdict(spec.handler),
+        "handler": asdict(spec.settings),
     }
 
 
@@ -92,7 +106,24 @@ def stage_training_record(spec: ArchiveSpec, destination: Path) -> None:
         record = training_record(spec.checkpoint)
     except CheckpointInfoError as exc:
         raise ArchiveError(str(exc)) from exc
+    if spec.torchscript is not None:
+        torch_version = export_record(spec.torchscript, spec.checkpoint)["torch"]
+        record["export"] = {"file": spec.torchscript.name, "sha256": sha256(spec.torchscript), "torch": torch_version}
     (destination / TRAINING_NAME).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def export_record(torchscript: Path, checkpoint: Path) -> dict[str, str]:
+    """The record of the TorchScript file, which must have been exported from ``checkpoint``."""
+    try:
+        record = read_export_record(torchscript)
+    except CheckpointInfoError as exc:
+        raise ArchiveError(str(exc)) from exc
+    if record.get("checkpoint_sha256") != sha256(checkpoint):
+        raise ArchiveError(
+            f"{torchscript} was exported from {record.get('checkpoint')!r}, not from {checkpoint}: export it "
+            f"again with `python -m model_archive export --checkpoint {checkpoint} --format torchscript`"
+        )
+    return record
 
 
 def archiver_command(spec: ArchiveSpec, extra_dir: Path, config_file: Path, output_dir: Path) -> list[str]:
@@ -109,7 +140,7 @@ def archiver_command(spec: ArchiveSpec, extra_dir: Path, config_file: Path, outp
         "--handler",
         str(HANDLER_FILE),
         "--serialized-file",
-        str(spec.checkpoint),
+        str(spec.serialized),
         "--extra-files",
         str(extra_dir),
         "--config-file",
@@ -127,9 +158,11 @@ def check_inputs(spec: ArchiveSpec) -> None:
         raise ArchiveError(f"version {spec.version!r}: use dot-separated letters and digits, like 2.0")
     if not spec.checkpoint.is_file():
         raise ArchiveError(f"checkpoint not found: {spec.checkpoint}")
+    if spec.torchscript is not None and not spec.torchscript.is_file():
+        raise ArchiveError(f"TorchScript file not found: {spec.torchscript}")
     reserved = {HANDLER_FILE.name, CONFIG_NAME, TRAINING_NAME, CORE_PACKAGE.name, HANDLER_PACKAGE.name}
-    if spec.checkpoint.name in reserved:
-        raise ArchiveError(f"rename the checkpoint: {spec.checkpoint.name!r} clashes with a file of the archive")
+    if spec.serialized.name in reserved:
+        raise ArchiveError(f"rename {spec.serialized}: {spec.serialized.name!r} clashes with a file of the archive")
     if spec.target.exists() and not spec.force:
         raise ArchiveError(f"{spec.target} already exists: pass --force to overwrite it")
 

@@ -1,4 +1,5 @@
-"""Read a checkpoint's training record (epoch, metrics, model config) without importing torch.
+"""Read a checkpoint's training record (epoch, metrics, model config), and the record of a TorchScript export,
+without importing torch.
 
 ``torch.save`` writes a zip whose ``*/data.pkl`` pickles the payload dict; tensors inside it are
 references to storages stored beside it. A restricted unpickler rebuilds the plain-typed parts and
@@ -8,6 +9,7 @@ replaces every tensor with a placeholder, so no code from the file runs and torc
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 # The only globals a deblur checkpoint's pickle may name; everything torch becomes a placeholder.
 PLAIN_GLOBALS = {("collections", "OrderedDict")}
 TORCH_MODULES = ("torch", "torch._utils", "torch.serialization")
+# What ``model_archive.export`` writes about an export; torch.jit.save files it as <archive>/extra/<name>.
+EXPORT_RECORD = "deblur_export.json"
 
 
 class CheckpointInfoError(ValueError):
@@ -74,3 +78,19 @@ def training_record(path: Path) -> dict[str, Any]:
         "metrics": dict(payload.get("metrics") or {}),
         "model_config": {k: list(v) if isinstance(v, tuple) else v for k, v in payload["model_config"].items()},
     }
+
+
+def read_export_record(path: Path) -> dict[str, str]:
+    """The export record inside a TorchScript file written by ``python -m model_archive export``."""
+    not_export = f"{path} is not a TorchScript file written by `python -m model_archive export`"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((name for name in archive.namelist() if name.endswith(f"/extra/{EXPORT_RECORD}")), None)
+            if member is None:
+                raise CheckpointInfoError(f"{not_export} (it has no {EXPORT_RECORD})")
+            record = json.loads(archive.read(member))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointInfoError(f"{not_export}: {exc}") from exc
+    if not isinstance(record, dict) or record.get("format") != "torchscript":
+        raise CheckpointInfoError(f"{not_export} (its {EXPORT_RECORD} is not a TorchScript export's)")
+    return record

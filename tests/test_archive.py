@@ -67,6 +67,7 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
         "precision": "auto",
         "kernel_aware": False,
         "compute_budget_s": 60.0,
+        "model_format": "checkpoint",
         "tile_call_s": 0.008,
         "tile_pixel_s": 5e-7,
         "estimate_pixel_s": 1e-5,

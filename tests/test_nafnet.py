@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from deblur.model import ModelConfig, build_model, count_parameters, load_model, read_checkpoint, save_checkpoint
-from deblur.nafnet import LayerNorm2d, LocalAvgPool2d, NAFNet, NAFNetLocal, SimpleGate
+from deblur.nafnet import DynamicLocalAvgPool2d, LayerNorm2d, LocalAvgPool2d, NAFNet, NAFNetLocal, SimpleGate
 
 TINY_NAFNET = ModelConfig(arch="nafnet", base_ch=8, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1))
 
@@ -41,6 +42,20 @@ def test_local_pool_is_a_box_mean_and_global_when_the_window_covers_the_map() ->
     torch.testing.assert_close(local[..., 4, 5], x[..., 3:6, 4:7].mean((-2, -1)))
     whole = LocalAvgPool2d(50)(x)
     torch.testing.assert_close(whole, x.mean((-2, -1), keepdim=True).expand_as(x))
+
+
+@pytest.mark.parametrize("pool", [LocalAvgPool2d, DynamicLocalAvgPool2d])
+@pytest.mark.parametrize(("height", "width", "window"), [(9, 12, 3), (9, 12, 4), (5, 30, 8), (1, 1, 3), (2, 7, 7)])
+def test_local_pool_replicates_the_outermost_full_window(
+    pool: type[LocalAvgPool2d], height: int, width: int, window: int
+) -> None:
+    """Both poolings equal NAFNet's AvgPool2d(auto_pad=True): the full windows' means, replicate-padded."""
+    x = torch.randn(2, 3, height, width)
+    k1, k2 = min(height, window), min(width, window)
+    valid = F.avg_pool2d(x.double(), (k1, k2), stride=1)
+    pad_h, pad_w = height - valid.shape[-2], width - valid.shape[-1]
+    expected = F.pad(valid, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2), mode="replicate")
+    torch.testing.assert_close(pool(window)(x), expected.float())
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 5), (16, 16), (33, 65)])
