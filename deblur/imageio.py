@@ -137,14 +137,16 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
 
 
 def to_model_range(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 → (3, H, W) float32 in [-1, 1]."""
-    # np.array copies: PIL-backed arrays are read-only, which torch.from_numpy warns about.
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8, order="C")).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    """(H, W, 3) uint8 → (3, H, W) float32 in [-1, 1], contiguous (planar), as the tiler and every later step
+    read it."""
+    # The planar copy is also what makes PIL-backed (read-only) arrays safe for torch.from_numpy.
+    planar = np.array(np.asarray(rgb).transpose(2, 0, 1), dtype=np.uint8, order="C")  # always a copy
+    return torch.from_numpy(planar).float().div_(127.5).sub_(1.0)
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [-1, 1] → (H, W, 3) uint8, clamped and rounded."""
-    scaled = pixels.detach().float().clamp(-1, 1).add(1).mul_(127.5).round_()
+    scaled = pixels.detach().float().clamp(-1, 1).add_(1).mul_(127.5).round_()
     return scaled.to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()  # contiguous: encoders need rows
 
 

@@ -42,8 +42,8 @@ class RestoreOptions:
 class ServingSettings:
     """The ``handler:`` section of an archive's model-config.yaml."""
 
-    tile_size: int = 512  # tile edge in px
-    overlap: int = 64  # minimum overlap between neighbouring tiles in px
+    tile_size: int = 768  # tile edge in px (why 768 and 32: docs/performance.md, "Tile layout")
+    overlap: int = 32  # minimum overlap between neighbouring tiles in px
     tile_batch: int = 0  # tiles per forward pass; 0: automatic (1 on CPU, 4 on GPU)
     max_pixels: int = MAX_PIXELS  # largest width × height accepted, for an image and for its ground truth
     ensemble_max_pixels: int = 2048 * 2048  # largest width × height accepted with self_ensemble (8 passes)

@@ -60,7 +60,7 @@ def test_model_config_has_one_worker_and_handler_settings(mar: Path) -> None:
     assert config["responseTimeout"] >= 600
     assert config["handler"] == {
         "tile_size": 256,
-        "overlap": 64,
+        "overlap": 32,
         "tile_batch": 0,
         "max_pixels": 4096 * 4096,
         "ensemble_max_pixels": 2048 * 2048,

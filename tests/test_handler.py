@@ -460,7 +460,7 @@ def test_a_request_over_the_compute_budget_is_refused_before_any_model_call(
     handler.network = Network(lambda batch: calls.append(batch.shape) or network.predict(batch), 1)
     try:
         flat = png_bytes(np.full((2048, 2048, 3), 120, np.uint8))
-        document = {"image": b64(flat), "tile_size": 128, "self_ensemble": True}
+        document = {"image": b64(flat), "tile_size": 128, "overlap": 64, "self_ensemble": True}
         answer = refusal(handler, context, [{"body": document}], body={"content-type": "application/json"})
         assert (answer["code"], answer["error"]) == (422, "over_budget")
         assert re.search(r"about 124 s of compute .*over the limit of 60 s", answer["message"])
