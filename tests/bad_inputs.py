@@ -359,7 +359,9 @@ CASES: dict[str, BadInput] = {
     ),
     # compute attacks: cheap to send, refused from their estimated cost before any model call
     "flat 2048² at 128-px tiles with self-ensemble": as_json_request(
-        lambda: json.dumps({"image": b64(flat_png(2048, 2048)), "tile_size": 128, "self_ensemble": True}).encode(),
+        lambda: json.dumps(
+            {"image": b64(flat_png(2048, 2048)), "tile_size": 128, "overlap": 64, "self_ensemble": True}
+        ).encode(),
         Expect(422, "s of compute", "over_budget"),
     ),
     "4,000,000×1 png": raw(lambda: flat_png(4_000_000, 1), Expect(422, "s of compute", "over_budget")),
