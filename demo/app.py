@@ -446,8 +446,8 @@ def build_demo(
         blurred: str | None,
         ground_truth: str | None = None,
         version: str | None = None,
-        tile_size: float = 512,
-        overlap: float = 64,
+        tile_size: float = 768,
+        overlap: float = 32,
         self_ensemble: bool = False,
         path: str = "default",
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented way to ask for progress)
@@ -514,8 +514,8 @@ def build_demo(
                     elem_id="version",
                 )
                 with gr.Accordion("Advanced", open=False):
-                    tile_size = gr.Slider(128, 1024, value=512, step=64, label="Tile size (px)")
-                    overlap = gr.Slider(0, 256, value=64, step=16, label="Tile overlap (px)")
+                    tile_size = gr.Slider(128, 1024, value=768, step=64, label="Tile size (px)")
+                    overlap = gr.Slider(0, 256, value=32, step=16, label="Tile overlap (px)")
                     self_ensemble = gr.Checkbox(label="Self-ensemble (8 flips/rotations, slower, a bit sharper)")
                     path = gr.Radio(
                         PATH_CHOICES,

@@ -30,8 +30,8 @@ class RestoreSettings:
     (a key of ``PATHS``)."""
 
     version: str | None = None
-    tile_size: int = 512
-    overlap: int = 64
+    tile_size: int = 768
+    overlap: int = 32
     self_ensemble: bool = False
     path: str = "default"
 

@@ -270,7 +270,7 @@ def test_without_ground_truth_shows_servers_output_timing_and_no_metrics(stub: S
     np.testing.assert_array_equal(rgb(after), stub_restore(blurred))
     assert outcome.metrics == NO_GROUND_TRUTH_NOTE
     assert "**Model** 1.0" in outcome.details and "260 ms (decode 3 · inference 250 · encode 7)" in outcome.details
-    assert "**network** (1 tile of 512 px, overlap 64)" in outcome.details
+    assert "**network** (1 tile of 768 px, overlap 32)" in outcome.details
 
 
 def test_request_carries_original_bytes_ground_truth_version_and_settings(stub: StubBackend, tmp_path: Path) -> None:
@@ -364,7 +364,7 @@ DECONVOLVED = {"used": True, "decision": "deconvolved", "gamma": 1.0, "spread_px
             "network",
             {"used": False, "decision": "inconsistent across the frame", "spread_px": 12.9},
             6,
-            "(6 tiles of 512 px, overlap 64): the shake estimate was refused (inconsistent across the frame)",
+            "(6 tiles of 768 px, overlap 32): the shake estimate was refused (inconsistent across the frame)",
         ),
         (
             "input",
@@ -373,8 +373,8 @@ DECONVOLVED = {"used": True, "decision": "deconvolved", "gamma": 1.0, "spread_px
             "**kept as it is**: the shake estimate was refused (diffuse kernel), so nothing was changed",
         ),
         ("input", {"used": False, "decision": "no blur", "spread_px": 0.4}, 0, "**kept as it is**: no camera shake"),
-        ("network", None, 1, "**network** (1 tile of 512 px, overlap 64) · **server**"),
-        ("network", "null", 1, "**network** (1 tile of 512 px, overlap 64): the image is too small for a shake"),
+        ("network", None, 1, "**network** (1 tile of 768 px, overlap 32) · **server**"),
+        ("network", "null", 1, "**network** (1 tile of 768 px, overlap 32): the image is too small for a shake"),
     ],
 )
 def test_details_say_which_path_answered_and_why(path: str, kernel: dict | str | None, tiles: int, words: str) -> None:
@@ -610,7 +610,7 @@ def test_page_api_deblurs_and_reports_metrics(page: Client, tmp_path: Path) -> N
     np.testing.assert_array_equal(rgb(before), rgb(Image.open(blurred_path)))
     np.testing.assert_array_equal(rgb(after), stub_restore(rgb(Image.open(blurred_path))))
     assert table_rows(metrics)["PSNR (dB)"] == ["22.50", "31.25", "+8.75"]
-    assert "**Model** 1.0" in details and "**network** (1 tile of 512 px, overlap 64)" in details
+    assert "**Model** 1.0" in details and "**network** (1 tile of 768 px, overlap 32)" in details
     assert Image.open(download).format == "JPEG"
     assert kernel is None  # no deconvolution, no kernel picture
 
