@@ -29,7 +29,6 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo.backend import (
-    PATHS,
     BackendStatus,
     QualityReport,
     Restoration,
@@ -221,12 +220,12 @@ def format_report(report: QualityReport) -> str:
 
 def path_phrase(answer: Restoration, settings: RestoreSettings) -> str:
     """Which path answered and why, in words: the kernel report's decision, else the path the server named."""
-    kernel, tiles = answer.kernel, f"{tiles_phrase(answer.tiles or 0)} of {settings.tile_size} px"
-    decision = kernel.get("decision") if kernel else None
-    if answer.path == "deconvolution" or (kernel is not None and kernel.get("used")):
-        domain = "stored values" if kernel and kernel.get("gamma") == 1 else "light"
-        spread, support = (kernel or {}).get("spread_px"), (kernel or {}).get("support_px")
-        shake = f"spread {spread} px, support {support} px, blur in {domain}"
+    kernel = answer.kernel or {}
+    decision = kernel.get("decision")
+    network = f"**network** ({tiles_phrase(answer.tiles or 0)} of {settings.tile_size} px, overlap {settings.overlap})"
+    if answer.path == "deconvolution" or kernel.get("used"):
+        domain = "stored values" if kernel.get("gamma") == 1 else "light"
+        shake = f"spread {kernel.get('spread_px')} px, support {kernel.get('support_px')} px, blur in {domain}"
         return f"**deconvolved** with the estimated camera shake ({shake})"
     if answer.path == "input":
         if decision == "no blur":
@@ -235,10 +234,10 @@ def path_phrase(answer: Restoration, settings: RestoreSettings) -> str:
             f"**kept as it is**: the shake estimate was refused ({decision or 'not trusted'}), so nothing was changed"
         )
     if decision is not None:
-        return f"**network** ({tiles}, overlap {settings.overlap}): the shake estimate was refused ({decision})"
-    if kernel is None and answer.kernel_aware:
-        return f"**network** ({tiles}, overlap {settings.overlap}): the image is too small for a shake estimate"
-    return f"**network** ({tiles}, overlap {settings.overlap})"
+        return f"{network}: the shake estimate was refused ({decision})"
+    if answer.kernel_aware and answer.kernel is None:
+        return f"{network}: the image is too small for a shake estimate"
+    return network
 
 
 def format_details(answer: Restoration, settings: RestoreSettings, metrics_source: str | None) -> str:
@@ -454,9 +453,11 @@ def build_demo(
     ) -> tuple[SliderValue, str, str, str, str | None, FeedbackDraft]:
         """Deblur an image; with a ground truth of the same size, also report PSNR and SSIM. ``path``:
         "default" (the archive decides), "kernel-aware" or "network"."""
-        if path not in PATHS:
-            raise user_error(f"The restoration path must be one of {', '.join(PATHS)}, not {path!r}.")
-        settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble), path)
+        try:
+            settings = RestoreSettings(version or None, int(tile_size), int(overlap), bool(self_ensemble), path)
+        except ValueError as exc:  # an unknown path from a direct call (the page's radio offers only PATHS)
+            message = str(exc)
+            raise user_error(message[:1].upper() + message[1:] + ".") from exc
         outcome = deblur_images(client, blurred, ground_truth, settings, progress, limits)
         kernel = str(outcome.kernel) if outcome.kernel else None
         return outcome.slider, outcome.metrics, outcome.details, str(outcome.download), kernel, outcome.draft

@@ -74,7 +74,7 @@ def example_outcome(blurred: Path, sharp: Path, checkpoint: Path = SHIPPED_CHECK
     from deblur.restore import Network
     from deblur.runtime import make_predictor
     from deblur.settings import ServingSettings
-    from handler.pipeline import encode, prepare, quality_metrics, restore
+    from handler.pipeline import prepare, quality_metrics, restore
     from handler.request import Request
 
     settings = ServingSettings(kernel_aware=True)  # as `make serve` packs the shipped checkpoint
@@ -83,7 +83,6 @@ def example_outcome(blurred: Path, sharp: Path, checkpoint: Path = SHIPPED_CHECK
     job = prepare(request, settings)
     with torch.inference_mode():
         result = restore(job, network)
-    encode(job, result)
     kernel = result.report.kernel
     return {
         "path": result.report.path,

@@ -22,11 +22,7 @@ from deblur.imageio import DecodedImage, ImageError, decode_image, encode_array,
 from deblur.metrics import score_restoration
 from deblur.restore import Network, Plan, RestoreReport, plan_restoration, restore_image
 from deblur.settings import MIME_TYPES, RestoreOptions, ServingSettings
-from handler.request import Request, RequestError, check_budget, check_sizes
-
-# TorchServe 0.12's frontend turns a backend 413 into 507 Insufficient Storage (a server error), so an
-# image over the pixel cap is answered 422 Unprocessable Content instead; other statuses pass through.
-STATUS_REWRITES = {413: 422}
+from handler.request import ERROR_CODES, Request, RequestError, check_budget, check_sizes
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ def refusing(step: Callable[..., Any], *args: Any) -> Any:
     try:
         return step(*args)
     except (ImageError, RequestError) as exc:
-        return Refusal(STATUS_REWRITES.get(exc.status, exc.status), exc.code, str(exc))
+        return Refusal(ERROR_CODES[exc.code][0], exc.code, str(exc))
 
 
 def elapsed_ms(start: float) -> float:
@@ -155,8 +151,10 @@ def response_document(
     }
     if job.options.kernel_aware:  # what the blind estimate found and whether it was used
         kernel = result.report.kernel
-        picture = None if kernel is None else base64.b64encode(kernel_picture(kernel.kernel)).decode("ascii")
-        document["kernel"] = None if kernel is None else kernel.report() | {"png": picture}
+        document["kernel"] = None
+        if kernel is not None:
+            picture = base64.b64encode(kernel_picture(kernel.kernel)).decode("ascii")
+            document["kernel"] = kernel.report() | {"png": picture}
     metrics = quality_metrics(job, result)
     if metrics is not None:
         document["metrics"] = metrics

@@ -40,6 +40,7 @@ ACCEPT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
 
 
 # Every "error" a refusal can carry (stable: apps branch on it), with its HTTP status and when it is sent.
+# An image over the pixel cap is 422, not 413: TorchServe 0.12's frontend turns a backend 413 into 507.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "no_image": (400, "the request has no image: no body, or no form field 'data', 'body' or 'file'"),
     "empty_image": (400, "the image (body or field) is empty"),
@@ -141,7 +142,7 @@ def row_payload(row: Mapping[str, Any], request_type: str | None = None) -> tupl
     if any(k in row for k in PAYLOAD_KEYS):  # TorchServe parsed a JSON body of null
         raise RequestError('the JSON body must be an object like {"image": "<base64>"}, got null', "invalid_json")
     hint = "send the image bytes as the body or as a multipart field 'data'"
-    if (request_type or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+    if media_type(request_type) == "application/x-www-form-urlencoded":
         hint = (
             "the body was sent as a form (Content-Type application/x-www-form-urlencoded, curl's default for "
             "--data-binary): send it with Content-Type application/octet-stream (or image/png...), or as a "
@@ -159,14 +160,18 @@ def field_names(row: Mapping[str, Any], shown: int = 3) -> str:
     return ", ".join(names + ([f"{rest} other(s)"] if rest else []))
 
 
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower case, without its parameters ("" when absent)."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def json_document(value: Any, content_type: str | None) -> dict[str, Any] | None:
     """The JSON object a payload carries, None for image bytes or a bare base64 string."""
     if isinstance(value, dict):  # TorchServe already parsed an application/json body
         return value
     if isinstance(value, list | int | float | bool):
         raise RequestError('the JSON body must be an object like {"image": "<base64>"}', "invalid_json")
-    is_json_type = (content_type or "").split(";")[0].strip().lower() == "application/json"
-    if not (is_json_type or value[:64].lstrip()[:1] in (b"{", "{")):
+    if not (media_type(content_type) == "application/json" or value[:64].lstrip()[:1] in (b"{", "{")):
         return None
     try:
         document = json.loads(value)  # str, bytes or bytearray; UTF-8 is detected
