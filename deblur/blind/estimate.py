@@ -4,6 +4,7 @@ its main connected trajectory."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -127,18 +128,34 @@ def scale_count(settings: BlindSettings) -> int:
     return math.ceil(math.log(settings.kernel_size / settings.coarsest_kernel) / math.log(settings.scale_factor)) + 1
 
 
-def estimate_kernel(image: torch.Tensor, settings: BlindSettings) -> torch.Tensor:
-    """Blind kernel estimate from a linear-light (H, W) or (C, H, W) image's centre crop, coarse to fine
-    (float32 inside); with ``settings.joint_channels`` the channels get a latent each and share one kernel,
-    else their mean is estimated from."""
-    image = centre_crop(image, settings.crop)
-    if image.dim() == 2 or not settings.joint_channels:
-        image = image.reshape(-1, *image.shape[-2:]).mean(0, keepdim=True)
-    image = image.float()
+def centre_fit(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """A square odd kernel zero-padded or cropped about its centre pixel to ``size`` (odd)."""
+    offset = (kernel.shape[0] - size) // 2
+    if offset >= 0:
+        return kernel[offset : offset + size, offset : offset + size]
+    return F.pad(kernel, (-offset, -offset, -offset, -offset))
+
+
+def alternate(blurred: torch.Tensor, kernel: torch.Tensor, iterations: int, settings: BlindSettings) -> torch.Tensor:
+    """``iterations`` rounds of latent (L0) then kernel (least squares, pruned) at one scale; the support is the
+    kernel's side."""
+    size = kernel.shape[0]
+    inside = interior(blurred.shape[-2:], size)
+    blurred_gradients = gradients(blurred)
+    weight = settings.latent_weight
+    for _ in range(iterations):
+        latent_gradients = gradients(l0_latent(blurred, kernel, weight, settings))
+        kernel = kernel_from_gradients(latent_gradients, blurred_gradients, size, settings, (kernel, inside))
+        kernel = prune_kernel(kernel, settings)
+        weight = max(weight / settings.latent_weight_decay, settings.latent_weight_min)
+    return kernel
+
+
+def coarse_to_fine(image: torch.Tensor, settings: BlindSettings) -> torch.Tensor:
+    """The pyramid estimate of a (1 or C, h, w) float32 crop with a support of ``settings.kernel_size``."""
     height, width = image.shape[-2:]
-    scales = scale_count(settings)
     kernel: torch.Tensor | None = None
-    for level in range(scales - 1, -1, -1):
+    for level in range(scale_count(settings) - 1, -1, -1):
         factor = settings.scale_factor**-level
         size = max(3, round(settings.kernel_size * factor) | 1)
         side = settings.coarsest_side
@@ -148,15 +165,28 @@ def estimate_kernel(image: torch.Tensor, settings: BlindSettings) -> torch.Tenso
             kernel = initial_kernel(size, settings).to(image.dtype)
         else:
             kernel = tidy_kernel(resize(kernel, (size, size)), settings.prune_below)
-        inside = interior(shape, size)
-        blurred_gradients = gradients(blurred)
-        weight = settings.latent_weight
-        for _ in range(settings.finest_iterations if level == 0 else settings.iterations):
-            latent_gradients = gradients(l0_latent(blurred, kernel, weight, settings))
-            kernel = kernel_from_gradients(latent_gradients, blurred_gradients, size, settings, (kernel, inside))
-            kernel = prune_kernel(kernel, settings)
-            weight = max(weight / settings.latent_weight_decay, settings.latent_weight_min)
+        kernel = alternate(blurred, kernel, settings.finest_iterations if level == 0 else settings.iterations, settings)
     assert kernel is not None
+    return kernel
+
+
+def estimate_kernel(image: torch.Tensor, settings: BlindSettings) -> torch.Tensor:
+    """Blind kernel estimate from a linear-light (H, W) or (C, H, W) image's centre crop (float32 inside); with
+    ``settings.joint_channels`` the channels get a latent each and share one kernel, else their mean is
+    estimated from.
+
+    The support grows coarse to fine: the pyramid runs with ``first_support``, then the kernel is widened to
+    ``kernel_size`` and refined at full resolution, where the data can extend it if the blur is longer. A
+    large support from the start lets a kernel spread over it at every scale (a diffuse blob).
+    """
+    image = centre_crop(image, settings.crop)
+    if image.dim() == 2 or not settings.joint_channels:
+        image = image.reshape(-1, *image.shape[-2:]).mean(0, keepdim=True)
+    image = image.float()
+    first = min(settings.first_support or settings.kernel_size, settings.kernel_size) | 1
+    kernel = coarse_to_fine(image, dataclasses.replace(settings, kernel_size=first))
+    if first < settings.kernel_size:
+        kernel = alternate(image, centre_fit(kernel, settings.kernel_size), settings.growth_iterations, settings)
     return kernel.double()
 
 

@@ -22,6 +22,8 @@ class BlindSettings:
     gammas: tuple[float, ...] = (1.0, 2.2)  # exponents from stored values to the values the blur mixes (1: stored)
     gamma: float = 2.2  # the exponent when only one is used (the deconvolution helpers' default domain)
     kernel_size: int = 81  # side of the square kernel support searched, in px (odd)
+    first_support: int = 0  # the coarse-to-fine pyramid's support, px, widened to kernel_size after it (0: no)
+    growth_iterations: int = 10  # alternations at full resolution with the widened support
 
     # The coarse-to-fine estimate
     crop: int = 512  # each estimate uses a crop of at most this side, in px
