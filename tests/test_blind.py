@@ -357,11 +357,11 @@ def test_kernel_step_with_refilled_edges_finds_the_shake_that_zeroed_edges_miss(
         assert errors[1] < 0.5 * errors[0], (seed, errors)  # measured 1.18–1.40 vs 0.22–0.39
 
 
-def test_centre_fit_pads_and_crops_about_the_centre() -> None:
+def test_a_kernel_is_padded_about_its_centre() -> None:
     kernel = torch.arange(25, dtype=torch.float64).view(5, 5)
-    padded = estimator.centre_fit(kernel, 9)
+    padded = estimator.pad_kernel(kernel, 9)
     assert padded.shape == (9, 9) and padded[4, 4] == kernel[2, 2] and float(padded.sum()) == float(kernel.sum())
-    assert torch.equal(estimator.centre_fit(padded, 5), kernel)
+    assert torch.equal(fourier.centre_crop(padded, 5), kernel)
 
 
 def test_support_growth_extends_a_long_shake_past_the_first_support() -> None:

@@ -128,12 +128,10 @@ def scale_count(settings: BlindSettings) -> int:
     return math.ceil(math.log(settings.kernel_size / settings.coarsest_kernel) / math.log(settings.scale_factor)) + 1
 
 
-def centre_fit(kernel: torch.Tensor, size: int) -> torch.Tensor:
-    """A square odd kernel zero-padded or cropped about its centre pixel to ``size`` (odd)."""
-    offset = (kernel.shape[0] - size) // 2
-    if offset >= 0:
-        return kernel[offset : offset + size, offset : offset + size]
-    return F.pad(kernel, (-offset, -offset, -offset, -offset))
+def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """A square odd kernel zero-padded about its centre pixel to ``size`` (odd, not smaller)."""
+    margin = (size - kernel.shape[0]) // 2
+    return F.pad(kernel, (margin, margin, margin, margin))
 
 
 def alternate(blurred: torch.Tensor, kernel: torch.Tensor, iterations: int, settings: BlindSettings) -> torch.Tensor:
@@ -175,9 +173,8 @@ def estimate_kernel(image: torch.Tensor, settings: BlindSettings) -> torch.Tenso
     ``settings.joint_channels`` the channels get a latent each and share one kernel, else their mean is
     estimated from.
 
-    The support grows coarse to fine: the pyramid runs with ``first_support``, then the kernel is widened to
-    ``kernel_size`` and refined at full resolution, where the data can extend it if the blur is longer. A
-    large support from the start lets a kernel spread over it at every scale (a diffuse blob).
+    With ``first_support`` set, the pyramid runs on that support, then the kernel is widened to ``kernel_size``
+    and refined at full resolution (``growth_iterations``); else the pyramid runs on ``kernel_size``.
     """
     image = centre_crop(image, settings.crop)
     if image.dim() == 2 or not settings.joint_channels:
@@ -186,7 +183,7 @@ def estimate_kernel(image: torch.Tensor, settings: BlindSettings) -> torch.Tenso
     first = min(settings.first_support or settings.kernel_size, settings.kernel_size) | 1
     kernel = coarse_to_fine(image, dataclasses.replace(settings, kernel_size=first))
     if first < settings.kernel_size:
-        kernel = alternate(image, centre_fit(kernel, settings.kernel_size), settings.growth_iterations, settings)
+        kernel = alternate(image, pad_kernel(kernel, settings.kernel_size), settings.growth_iterations, settings)
     return kernel.double()
 
 
